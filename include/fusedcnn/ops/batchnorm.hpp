@@ -1,0 +1,200 @@
+// Stateless batch-norm operators over (P rows x C channels) NHWC data: batch moments,
+// scale-shift application, and the backward reductions and data gradient.
+//
+// Numerics: moments are computed per fixed chunk of rows (mean by a first pass, then the sum
+// of squared deviations with its rounding correction), and chunks are merged in order with
+// Chan's formula in double. A channel with mean 1e4 and std 1 keeps its variance; no
+// E[z^2] - E[z]^2. Chunks are fixed-size, so results do not depend on the thread count.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+
+#include "fusedcnn/core/tensor.hpp"
+#include "fusedcnn/core/threading.hpp"
+
+namespace fusedcnn::ops {
+
+// Rows per reduction chunk: a chunk of 256 rows of up to 512 channels stays in L2.
+inline constexpr std::size_t bn_rows_per_chunk = 256;
+
+inline std::size_t bn_chunks(std::size_t rows) noexcept {
+  return std::max<std::size_t>(1, (rows + bn_rows_per_chunk - 1) / bn_rows_per_chunk);
+}
+
+// Per-chunk partial moments or sums, [chunk][2][C] doubles (owned by the layer).
+struct BnWorkspace {
+  Tensor<double, 1> partial;
+  double* ensure(std::size_t len) {
+    if (partial.size() < len) partial = Tensor<double, 1>({len});
+    return partial.data();
+  }
+};
+
+// Running per-channel moments of a set of rows: count, mean, and M2 = sum of (z - mean)^2.
+struct Moments {
+  // Chan's parallel merge of (nb, mean_b, m2_b) into (na, mean_a, m2_a), channel by channel.
+  static void merge(double na, double* mean_a, double* m2_a, double nb, const double* mean_b,
+                    const double* m2_b, std::size_t C) noexcept {
+    const double n = na + nb;
+    if (nb == 0) return;
+    for (std::size_t c = 0; c < C; ++c) {
+      const double delta = mean_b[c] - mean_a[c];
+      mean_a[c] += delta * (nb / n);
+      m2_a[c] += m2_b[c] + delta * delta * (na * nb / n);
+    }
+  }
+};
+
+// Mean and M2 of rows [r0, r1) of z, channel by channel (two passes; data is cache-hot).
+template <class T>
+void chunk_moments(const T* z, std::size_t r0, std::size_t r1, std::size_t C, double* mean,
+                   double* m2) noexcept {
+  std::fill_n(mean, C, 0.0);
+  std::fill_n(m2, C, 0.0);
+  for (std::size_t r = r0; r < r1; ++r)
+    for (std::size_t c = 0; c < C; ++c) mean[c] += static_cast<double>(z[r * C + c]);
+  const double inv = 1.0 / static_cast<double>(r1 - r0);
+  for (std::size_t c = 0; c < C; ++c) mean[c] *= inv;
+  // m2 = sum d^2 - (sum d)^2 / n with d = z - mean: the second term removes the error of
+  // the rounded mean to first order.
+  double* sd = m2 + C;  // borrowed: the caller's layout gives each chunk 2*C slots after m2
+  std::fill_n(sd, C, 0.0);
+  for (std::size_t r = r0; r < r1; ++r)
+    for (std::size_t c = 0; c < C; ++c) {
+      const double d = static_cast<double>(z[r * C + c]) - mean[c];
+      m2[c] += d * d;
+      sd[c] += d;
+    }
+  for (std::size_t c = 0; c < C; ++c) m2[c] = std::max(0.0, m2[c] - sd[c] * sd[c] * inv);
+}
+
+// Batch mean and biased variance of each channel of z (rows x C), in double.
+template <class T>
+void batch_moments(const T* z, std::size_t rows, std::size_t C, double* mean, double* var,
+                   BnWorkspace& ws) {
+  const std::size_t nchunks = bn_chunks(rows);
+  // each chunk: mean[C], m2[C], scratch[C]
+  double* part = ws.ensure(nchunks * 3 * C);
+  ::fusedcnn::detail::parallel_for(nchunks, [&](std::size_t ci) {
+    const std::size_t r0 = ci * bn_rows_per_chunk, r1 = std::min(rows, r0 + bn_rows_per_chunk);
+    chunk_moments(z, r0, r1, C, part + ci * 3 * C, part + ci * 3 * C + C);
+  });
+  std::copy_n(part, C, mean);
+  double* m2 = part + C;  // chunk 0 accumulates the merge
+  double n = static_cast<double>(std::min(rows, bn_rows_per_chunk));
+  for (std::size_t ci = 1; ci < nchunks; ++ci) {
+    const std::size_t r0 = ci * bn_rows_per_chunk, r1 = std::min(rows, r0 + bn_rows_per_chunk);
+    const double nb = static_cast<double>(r1 - r0);
+    Moments::merge(n, mean, m2, nb, part + ci * 3 * C, part + ci * 3 * C + C, C);
+    n += nb;
+  }
+  for (std::size_t c = 0; c < C; ++c) var[c] = m2[c] / n;
+}
+
+// The batch-norm output (z - mean) * a[c] + beta[c], optionally through a ReLU. The mean is
+// split into hi + lo parts in T, so z - hi is exact for z near the mean and a channel with
+// mean 1e4 keeps its small deviations; a = gamma / sigma.
+template <class T>
+struct BnAffine {
+  const T* mean_hi;
+  const T* mean_lo;
+  const T* a;
+  const T* beta;
+  T centred(T z, std::size_t c) const noexcept { return (z - mean_hi[c]) - mean_lo[c]; }
+  T operator()(T z, std::size_t c) const noexcept { return centred(z, c) * a[c] + beta[c]; }
+};
+
+// Splits double means into the hi + lo pairs BnAffine uses.
+template <class T>
+void split_mean(const double* mean, std::size_t C, T* hi, T* lo) noexcept {
+  for (std::size_t c = 0; c < C; ++c) {
+    hi[c] = static_cast<T>(mean[c]);
+    lo[c] = static_cast<T>(mean[c] - static_cast<double>(hi[c]));
+  }
+}
+
+// y = f(z) per BnAffine, then max(., 0) when relu (NaN stays NaN); y may alias z.
+template <class T>
+void bn_apply(const T* z, std::size_t rows, std::size_t C, const BnAffine<T>& f, bool relu,
+              T* y) {
+  const std::size_t nchunks = bn_chunks(rows);
+  ::fusedcnn::detail::parallel_for(nchunks, [&](std::size_t ci) {
+    const std::size_t r1 = std::min(rows, (ci + 1) * bn_rows_per_chunk);
+    for (std::size_t r = ci * bn_rows_per_chunk; r < r1; ++r) {
+      const T* zr = z + r * C;
+      T* yr = y + r * C;
+      if (relu) {
+        for (std::size_t c = 0; c < C; ++c) yr[c] = std::max(f(zr[c], c), T{0});
+      } else {
+        for (std::size_t c = 0; c < C; ++c) yr[c] = f(zr[c], c);
+      }
+    }
+  });
+}
+
+// The gradient reaching the batch norm's output: dy, or dy masked by a fused ReLU whose mask
+// (BN output > 0) is recomputed from z, so the fused path needs no saved output.
+template <class T>
+struct BnGrad {
+  const T* dy;
+  const BnAffine<T>* relu_of = nullptr;  // non-null: a ReLU followed this affine map
+  T at(const T* zr, const T* dyr, std::size_t c) const noexcept {
+    if (!relu_of) return dyr[c];
+    return (*relu_of)(zr[c], c) > T{0} ? dyr[c] : T{0};
+  }
+};
+
+// Per-channel sum_g = sum g and sum_gx = sum g * (z - mean), over all rows, in double.
+template <class T>
+void bn_backward_sums(const T* z, const BnGrad<T>& grad, std::size_t rows, std::size_t C,
+                      const double* mean, double* sum_g, double* sum_gx, BnWorkspace& ws) {
+  const std::size_t nchunks = bn_chunks(rows);
+  double* part = ws.ensure(nchunks * 2 * C);
+  ::fusedcnn::detail::parallel_for(nchunks, [&](std::size_t ci) {
+    double* sg = part + ci * 2 * C;
+    double* sgx = sg + C;
+    std::fill_n(sg, 2 * C, 0.0);
+    const std::size_t r1 = std::min(rows, (ci + 1) * bn_rows_per_chunk);
+    for (std::size_t r = ci * bn_rows_per_chunk; r < r1; ++r) {
+      const T* zr = z + r * C;
+      const T* dyr = grad.dy + r * C;
+      for (std::size_t c = 0; c < C; ++c) {
+        const double g = static_cast<double>(grad.at(zr, dyr, c));
+        sg[c] += g;
+        sgx[c] += g * (static_cast<double>(zr[c]) - mean[c]);
+      }
+    }
+  });
+  std::fill_n(sum_g, C, 0.0);
+  std::fill_n(sum_gx, C, 0.0);
+  for (std::size_t ci = 0; ci < nchunks; ++ci)
+    for (std::size_t c = 0; c < C; ++c) {
+      sum_g[c] += part[ci * 2 * C + c];
+      sum_gx[c] += part[ci * 2 * C + C + c];
+    }
+}
+
+// dz = k1[c] * g + k2[c] * (z - mean[c]) + k3[c]: the training-mode data gradient
+// (gamma/sigma) * (g - sum_g/M - xhat * sum_gxhat/M) expanded per channel, or the eval-mode
+// one (k2 = k3 = 0). `centre` supplies z - mean. dz may alias dy.
+template <class T>
+void bn_backward_data(const T* z, const BnGrad<T>& grad, std::size_t rows, std::size_t C,
+                      const BnAffine<T>& centre, const T* k1, const T* k2, const T* k3, T* dz) {
+  const std::size_t nchunks = bn_chunks(rows);
+  ::fusedcnn::detail::parallel_for(nchunks, [&](std::size_t ci) {
+    const std::size_t r1 = std::min(rows, (ci + 1) * bn_rows_per_chunk);
+    for (std::size_t r = ci * bn_rows_per_chunk; r < r1; ++r) {
+      const T* zr = z + r * C;
+      const T* dyr = grad.dy + r * C;
+      T* out = dz + r * C;
+      for (std::size_t c = 0; c < C; ++c) {
+        const T g = grad.at(zr, dyr, c);
+        out[c] = k1[c] * g + k2[c] * centre.centred(zr[c], c) + k3[c];
+      }
+    }
+  });
+}
+
+}  // namespace fusedcnn::ops
