@@ -12,5 +12,6 @@
 #include "fusedcnn/io/npy.hpp"
 #include "fusedcnn/nn/batchnorm2d.hpp"
 #include "fusedcnn/nn/conv2d.hpp"
+#include "fusedcnn/nn/conv_bn.hpp"
 #include "fusedcnn/nn/layout.hpp"
 #include "fusedcnn/nn/relu.hpp"

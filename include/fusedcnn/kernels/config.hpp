@@ -1,4 +1,4 @@
-// Compile-time ISA selection and the register-tile sizes of the igemm micro-kernel.
+// Compile-time ISA selection: the name of the kernel family this build uses.
 #pragma once
 
 #include <cstddef>
@@ -25,14 +25,5 @@ inline constexpr std::size_t vector_bytes = 16;
 // Lanes of T in one vector register.
 template <class T>
 inline constexpr std::size_t vector_lanes = vector_bytes / sizeof(T);
-
-// Register tile of the igemm kernel: MR output pixels x NR output channels. NR is two vectors
-// wide and MR leaves room for the A broadcasts and B loads: 8x2 = 16 accumulators of the 32
-// AVX-512 registers, 4x2 = 8 of the 16 AVX2/NEON ones.
-template <class T>
-struct IgemmTile {
-  static constexpr std::size_t nr = 2 * vector_lanes<T>;
-  static constexpr std::size_t mr = vector_bytes >= 64 ? 8 : 4;
-};
 
 }  // namespace fusedcnn::kernels

@@ -96,6 +96,8 @@ class BatchNorm2D {
   bool training() const noexcept { return training_; }
 
   std::size_t num_features() const noexcept { return c_; }
+  // Bytes of activation-sized data kept from forward for backward (the input copy).
+  std::size_t saved_bytes() const noexcept { return z_.size() * sizeof(T); }
   const BatchNormOptions& options() const noexcept { return opts_; }
   std::int64_t num_batches_tracked() const noexcept { return batches_; }
 
@@ -235,7 +237,7 @@ class BatchNorm2D {
   // and sets k1..k3 of dz = k1 g + k2 (z - mean) + k3.
   void backward_coefficients(const ops::BnGrad<T>& grad, std::size_t rows) {
     refresh_affine();  // gamma may have been updated since forward
-    ops::bn_backward_sums(z_.data(), grad, rows, c_, save_mean_.data(), sum_g_.data(),
+    ops::bn_backward_sums(z_.data(), grad, rows, c_, affine(), sum_g_.data(),
                           sum_gx_.data(), ws_);
     const bool batch = used_batch_;
     const double M = static_cast<double>(rows);

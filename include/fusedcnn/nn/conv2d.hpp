@@ -9,10 +9,15 @@
 #include "fusedcnn/core/options.hpp"
 #include "fusedcnn/core/random.hpp"
 #include "fusedcnn/core/tensor.hpp"
+#include "fusedcnn/kernels/epilogues.hpp"
 #include "fusedcnn/nn/detail.hpp"
 #include "fusedcnn/ops/conv2d.hpp"
 
 namespace fusedcnn {
+
+template <class T>
+  requires Scalar<T>
+class ConvBN;
 
 template <class T>
   requires Scalar<T>
@@ -46,7 +51,6 @@ class Conv2D {
   // Writes the convolution of x into y (resized only when its shape differs).
   void forward(const Tensor<T>& x, Tensor<T>& y) {
     const ops::ConvGeometry g = geometry(x.shape());
-    ops::pack_forward_weights(g, weight_.data(), static_cast<const T*>(nullptr), ws_);
     detail::copy_into(x, x_);
     geom_ = g;
     has_cache_ = true;
@@ -83,6 +87,8 @@ class Conv2D {
   bool training() const noexcept { return training_; }
 
   bool has_bias() const noexcept { return opts_.bias; }
+  // Bytes of activation-sized data kept from forward for backward (the input copy).
+  std::size_t saved_bytes() const noexcept { return x_.size() * sizeof(T); }
   std::size_t in_channels() const noexcept { return in_; }
   std::size_t out_channels() const noexcept { return out_; }
   const Conv2DOptions& options() const noexcept { return opts_; }
@@ -117,11 +123,24 @@ class Conv2D {
     return g;
   }
 
-  // --- seams for ConvBN: the same convolution with the caller's epilogue and dz ---
+  // Throws shape_error when a parameter or gradient was replaced by one of another shape.
+  void check_parameters() const {
+    const Shape<4> ws{opts_.kernel[0], opts_.kernel[1], in_ / opts_.groups, out_};
+    detail::check_param("Conv2D", "weight", weight_, ws);
+    detail::check_param("Conv2D", "weight_grad", weight_grad_, ws);
+    if (opts_.bias) {
+      detail::check_param("Conv2D", "bias", bias_, Shape<1>{out_});
+      detail::check_param("Conv2D", "bias_grad", bias_grad_, Shape<1>{out_});
+    }
+  }
 
-  // Packs the (optionally per-output-channel scaled) weights for a forward with geometry g.
-  void pack_for_forward(const ops::ConvGeometry& g, const T* scale) {
-    ops::pack_forward_weights(g, weight_.data(), scale, ws_);
+ private:
+  friend class ConvBN<T>;
+
+  // Seams for ConvBN: the same convolution with ConvBN's epilogues and dz.
+  // Packs the (optionally per-output-channel scaled) weights for a forward with this plan.
+  void pack_for_forward(const ops::ConvGeometry& g, const ops::IgemmPlan& plan, const T* scale) {
+    ops::pack_forward_weights(g, plan, weight_.data(), scale, ws_);
   }
   // Keeps a copy of x for backward, as forward does.
   void cache_input(const Tensor<T>& x, const ops::ConvGeometry& g) {
@@ -138,23 +157,13 @@ class Conv2D {
   void backward_from_dz(const ops::ConvGeometry& g, const T* dz, Tensor<T>& dx) {
     ops::conv2d_backward_weights(g, x_.data(), dz, weight_grad_.data(), ws_);
     if (opts_.bias) ops::conv2d_backward_bias(g, dz, bias_grad_.data(), ws_);
-    ops::pack_backward_data_weights(g, weight_.data(), ws_);
+    const ops::IgemmPlan plan = ops::plan_backward_data<T>(g);
+    ops::pack_backward_data_weights(g, plan, weight_.data(), ws_);
     detail::ensure_shape(dx, g.in_shape());
-    ops::conv2d_backward_data(g, dz, dx.data(), ws_);
+    ops::conv2d_backward_data(g, plan, dz, dx.data(), ws_);
   }
 
-  // Throws shape_error when a parameter or gradient was replaced by one of another shape.
-  void check_parameters() const {
-    const Shape<4> ws{opts_.kernel[0], opts_.kernel[1], in_ / opts_.groups, out_};
-    detail::check_param("Conv2D", "weight", weight_, ws);
-    detail::check_param("Conv2D", "weight_grad", weight_grad_, ws);
-    if (opts_.bias) {
-      detail::check_param("Conv2D", "bias", bias_, Shape<1>{out_});
-      detail::check_param("Conv2D", "bias_grad", bias_grad_, Shape<1>{out_});
-    }
-  }
 
- private:
   static Conv2DOptions validated(std::size_t in, std::size_t out, const Conv2DOptions& o) {
     auto fail = [](auto... parts) { throw value_error(detail::cat("Conv2D: ", parts...)); };
     if (in == 0 || out == 0) fail("in_channels and out_channels must be >= 1, got ", in, " and ", out);
@@ -182,23 +191,12 @@ class Conv2D {
     return const_cast<Conv2D*>(this)->bias_or_throw(const_cast<Tn&>(t), name);
   }
 
+  // Packs the weights and runs the plain convolution (plus bias) of x into y.
   void run_forward(const ops::ConvGeometry& g, const T* x, T* y) {
-    constexpr std::size_t NR = kernels::IgemmTile<T>::nr;
+    const ops::IgemmPlan plan = ops::plan_forward<T>(g);
+    ops::pack_forward_weights(g, plan, weight_.data(), static_cast<const T*>(nullptr), ws_);
     const T* bias = opts_.bias ? bias_.data() : nullptr;
-    const std::size_t K = g.k;
-    ops::conv2d_forward(g, x, ws_,
-                        [&](const T* tile, std::size_t m, std::size_t n, std::size_t p0,
-                            std::size_t k0, std::size_t) {
-                          for (std::size_t i = 0; i < m; ++i) {
-                            T* dst = y + (p0 + i) * K + k0;
-                            const T* src = tile + i * NR;
-                            if (bias) {
-                              for (std::size_t j = 0; j < n; ++j) dst[j] = src[j] + bias[k0 + j];
-                            } else {
-                              for (std::size_t j = 0; j < n; ++j) dst[j] = src[j];
-                            }
-                          }
-                        });
+    ops::conv2d_forward(g, plan, x, ws_, kernels::BiasActEpilogue<T, false>{y, g.k, bias});
   }
 
   std::size_t in_, out_;

@@ -65,6 +65,8 @@ class ReLU {
   }
 
   void zero_grad() noexcept {}
+  // Bytes kept from forward for backward (the one-byte mask).
+  std::size_t saved_bytes() const noexcept { return mask_.size(); }
   void train(bool on = true) noexcept { training_ = on; }
   void eval() noexcept { training_ = false; }
   bool training() const noexcept { return training_; }

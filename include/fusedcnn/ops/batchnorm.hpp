@@ -104,6 +104,10 @@ struct BnAffine {
   const T* beta;
   T centred(T z, std::size_t c) const noexcept { return (z - mean_hi[c]) - mean_lo[c]; }
   T operator()(T z, std::size_t c) const noexcept { return centred(z, c) * a[c] + beta[c]; }
+  // The same map for channels c0.. (every per-channel array advanced by c0).
+  BnAffine offset(std::size_t c0) const noexcept {
+    return {mean_hi + c0, mean_lo + c0, a + c0, beta + c0};
+  }
 };
 
 // Splits double means into the hi + lo pairs BnAffine uses.
@@ -115,21 +119,37 @@ void split_mean(const double* mean, std::size_t C, T* hi, T* lo) noexcept {
   }
 }
 
+namespace detail {
+// Rows [r0, r1) of y = f(z) (then max(., 0) when Relu), channel loop innermost and free of
+// aliasing so it vectorises.
+template <class T, bool Relu>
+void bn_apply_rows(const T* z, std::size_t r0, std::size_t r1, std::size_t C,
+                   const BnAffine<T>& f, T* y) noexcept {
+  const T* __restrict mh = f.mean_hi;
+  const T* __restrict ml = f.mean_lo;
+  const T* __restrict a = f.a;
+  const T* __restrict b = f.beta;
+  for (std::size_t r = r0; r < r1; ++r) {
+    const T* zr = z + r * C;
+    T* yr = y + r * C;
+    for (std::size_t c = 0; c < C; ++c) {
+      const T v = ((zr[c] - mh[c]) - ml[c]) * a[c] + b[c];
+      yr[c] = Relu ? (v < T{0} ? T{0} : v) : v;
+    }
+  }
+}
+}  // namespace detail
+
 // y = f(z) per BnAffine, then max(., 0) when relu (NaN stays NaN); y may alias z.
 template <class T>
 void bn_apply(const T* z, std::size_t rows, std::size_t C, const BnAffine<T>& f, bool relu,
               T* y) {
-  const std::size_t nchunks = bn_chunks(rows);
-  ::fusedcnn::detail::parallel_for(nchunks, [&](std::size_t ci) {
-    const std::size_t r1 = std::min(rows, (ci + 1) * bn_rows_per_chunk);
-    for (std::size_t r = ci * bn_rows_per_chunk; r < r1; ++r) {
-      const T* zr = z + r * C;
-      T* yr = y + r * C;
-      if (relu) {
-        for (std::size_t c = 0; c < C; ++c) yr[c] = std::max(f(zr[c], c), T{0});
-      } else {
-        for (std::size_t c = 0; c < C; ++c) yr[c] = f(zr[c], c);
-      }
+  ::fusedcnn::detail::parallel_for(bn_chunks(rows), [&](std::size_t ci) {
+    const std::size_t r0 = ci * bn_rows_per_chunk, r1 = std::min(rows, r0 + bn_rows_per_chunk);
+    if (relu) {
+      detail::bn_apply_rows<T, true>(z, r0, r1, C, f, y);
+    } else {
+      detail::bn_apply_rows<T, false>(z, r0, r1, C, f, y);
     }
   });
 }
@@ -140,30 +160,96 @@ template <class T>
 struct BnGrad {
   const T* dy;
   const BnAffine<T>* relu_of = nullptr;  // non-null: a ReLU followed this affine map
-  T at(const T* zr, const T* dyr, std::size_t c) const noexcept {
-    if (!relu_of) return dyr[c];
-    return (*relu_of)(zr[c], c) > T{0} ? dyr[c] : T{0};
-  }
 };
 
-// Per-channel sum_g = sum g and sum_gx = sum g * (z - mean), over all rows, in double.
+namespace detail {
+// Adds sums of g and g * (z - mean) over rows [r0, r1) for channels [0, cn) of rows of
+// stride C into sg, sgx (in T: callers keep r1 - r0 small and widen the result).
+template <class T, bool Relu>
+void bn_sums_rows(const T* z, const BnGrad<T>& grad, std::size_t r0, std::size_t r1,
+                  std::size_t C, const BnAffine<T>& centre, T* __restrict sg,
+                  T* __restrict sgx, std::size_t cn) noexcept {
+  const T* __restrict mh = centre.mean_hi;
+  const T* __restrict ml = centre.mean_lo;
+  const BnAffine<T> f = Relu ? *grad.relu_of : centre;
+  const T* __restrict fa = f.a;
+  const T* __restrict fb = f.beta;
+  const T* __restrict fmh = f.mean_hi;
+  const T* __restrict fml = f.mean_lo;
+  for (std::size_t r = r0; r < r1; ++r) {
+    const T* zr = z + r * C;
+    const T* dyr = grad.dy + r * C;
+    for (std::size_t c = 0; c < cn; ++c) {
+      T g = dyr[c];
+      if constexpr (Relu) g = ((zr[c] - fmh[c]) - fml[c]) * fa[c] + fb[c] > T{0} ? g : T{0};
+      sg[c] += g;
+      sgx[c] += g * ((zr[c] - mh[c]) - ml[c]);
+    }
+  }
+}
+
+// Rows [r0, r1) of dz = k1 g + k2 (z - mean) + k3.
+template <class T, bool Relu>
+void bn_dz_rows(const T* z, const BnGrad<T>& grad, std::size_t r0, std::size_t r1,
+                std::size_t C, const BnAffine<T>& centre, const T* k1_, const T* k2_,
+                const T* k3_, T* dz) noexcept {
+  const T* __restrict mh = centre.mean_hi;
+  const T* __restrict ml = centre.mean_lo;
+  const T* __restrict k1 = k1_;
+  const T* __restrict k2 = k2_;
+  const T* __restrict k3 = k3_;
+  const BnAffine<T> f = Relu ? *grad.relu_of : centre;
+  const T* __restrict fa = f.a;
+  const T* __restrict fb = f.beta;
+  const T* __restrict fmh = f.mean_hi;
+  const T* __restrict fml = f.mean_lo;
+  for (std::size_t r = r0; r < r1; ++r) {
+    const T* zr = z + r * C;
+    const T* dyr = grad.dy + r * C;
+    T* out = dz + r * C;
+    for (std::size_t c = 0; c < C; ++c) {
+      T g = dyr[c];
+      if constexpr (Relu) g = ((zr[c] - fmh[c]) - fml[c]) * fa[c] + fb[c] > T{0} ? g : T{0};
+      out[c] = k1[c] * g + k2[c] * ((zr[c] - mh[c]) - ml[c]) + k3[c];
+    }
+  }
+}
+}  // namespace detail
+
+// Per-channel sum_g = sum g and sum_gx = sum g * (z - mean) over all rows, in double across
+// chunks; `centre` supplies the mean.
 template <class T>
 void bn_backward_sums(const T* z, const BnGrad<T>& grad, std::size_t rows, std::size_t C,
-                      const double* mean, double* sum_g, double* sum_gx, BnWorkspace& ws) {
+                      const BnAffine<T>& centre, double* sum_g, double* sum_gx,
+                      BnWorkspace& ws) {
   const std::size_t nchunks = bn_chunks(rows);
   double* part = ws.ensure(nchunks * 2 * C);
   ::fusedcnn::detail::parallel_for(nchunks, [&](std::size_t ci) {
-    double* sg = part + ci * 2 * C;
-    double* sgx = sg + C;
-    std::fill_n(sg, 2 * C, 0.0);
-    const std::size_t r1 = std::min(rows, (ci + 1) * bn_rows_per_chunk);
-    for (std::size_t r = ci * bn_rows_per_chunk; r < r1; ++r) {
-      const T* zr = z + r * C;
-      const T* dyr = grad.dy + r * C;
-      for (std::size_t c = 0; c < C; ++c) {
-        const double g = static_cast<double>(grad.at(zr, dyr, c));
-        sg[c] += g;
-        sgx[c] += g * (static_cast<double>(zr[c]) - mean[c]);
+    // Channels in blocks that fit on the stack; rows in runs of 64 summed in T, then widened:
+    // short runs keep float rounding near 64 ulp while the loop stays vectorised.
+    constexpr std::size_t block = 256, run = 64;
+    const std::size_t r0 = ci * bn_rows_per_chunk, r1 = std::min(rows, r0 + bn_rows_per_chunk);
+    double* pg = part + ci * 2 * C;
+    double* pgx = pg + C;
+    std::fill_n(pg, 2 * C, 0.0);
+    for (std::size_t c0 = 0; c0 < C; c0 += block) {
+      const std::size_t cn = std::min(block, C - c0);
+      const BnAffine<T> cen = centre.offset(c0);
+      BnAffine<T> f{};
+      if (grad.relu_of) f = grad.relu_of->offset(c0);
+      const BnGrad<T> g{grad.dy + c0, grad.relu_of ? &f : nullptr};
+      for (std::size_t s0 = r0; s0 < r1; s0 += run) {
+        alignas(64) T sg[block] = {}, sgx[block] = {};
+        const std::size_t s1 = std::min(r1, s0 + run);
+        if (grad.relu_of) {
+          detail::bn_sums_rows<T, true>(z + c0, g, s0, s1, C, cen, sg, sgx, cn);
+        } else {
+          detail::bn_sums_rows<T, false>(z + c0, g, s0, s1, C, cen, sg, sgx, cn);
+        }
+        for (std::size_t c = 0; c < cn; ++c) {
+          pg[c0 + c] += static_cast<double>(sg[c]);
+          pgx[c0 + c] += static_cast<double>(sgx[c]);
+        }
       }
     }
   });
@@ -182,17 +268,12 @@ void bn_backward_sums(const T* z, const BnGrad<T>& grad, std::size_t rows, std::
 template <class T>
 void bn_backward_data(const T* z, const BnGrad<T>& grad, std::size_t rows, std::size_t C,
                       const BnAffine<T>& centre, const T* k1, const T* k2, const T* k3, T* dz) {
-  const std::size_t nchunks = bn_chunks(rows);
-  ::fusedcnn::detail::parallel_for(nchunks, [&](std::size_t ci) {
-    const std::size_t r1 = std::min(rows, (ci + 1) * bn_rows_per_chunk);
-    for (std::size_t r = ci * bn_rows_per_chunk; r < r1; ++r) {
-      const T* zr = z + r * C;
-      const T* dyr = grad.dy + r * C;
-      T* out = dz + r * C;
-      for (std::size_t c = 0; c < C; ++c) {
-        const T g = grad.at(zr, dyr, c);
-        out[c] = k1[c] * g + k2[c] * centre.centred(zr[c], c) + k3[c];
-      }
+  ::fusedcnn::detail::parallel_for(bn_chunks(rows), [&](std::size_t ci) {
+    const std::size_t r0 = ci * bn_rows_per_chunk, r1 = std::min(rows, r0 + bn_rows_per_chunk);
+    if (grad.relu_of) {
+      detail::bn_dz_rows<T, true>(z, grad, r0, r1, C, centre, k1, k2, k3, dz);
+    } else {
+      detail::bn_dz_rows<T, false>(z, grad, r0, r1, C, centre, k1, k2, k3, dz);
     }
   });
 }

@@ -10,12 +10,14 @@
 #include <algorithm>
 #include <array>
 #include <cstddef>
+#include <type_traits>
 #include <vector>
 
 #include "fusedcnn/core/options.hpp"
 #include "fusedcnn/core/tensor.hpp"
 #include "fusedcnn/core/threading.hpp"
 #include "fusedcnn/kernels/igemm.hpp"
+#include "fusedcnn/kernels/tile.hpp"
 
 namespace fusedcnn::ops {
 
@@ -104,9 +106,32 @@ struct ConvWorkspace {
 // sums (the fused statistics epilogue) never depend on the thread count.
 inline constexpr std::size_t igemm_tiles_per_chunk = 16;
 
-namespace detail {
+// How one implicit GEMM is run: the register tile, and its rows grouped in reduction chunks.
+struct IgemmPlan {
+  kernels::TileShape tile;
+  std::size_t rows = 0;        // M: output pixels (forward) or input pixels (backward-data)
+  std::size_t chunk_rows = 0;  // rows per chunk
+  std::size_t chunks = 0;
+};
 
-using kernels::IgemmTile;
+// The plan for an M-row GEMM whose groups have n_per_group output columns.
+template <class T>
+IgemmPlan plan_igemm(std::size_t rows, std::size_t n_per_group) noexcept {
+  IgemmPlan p;
+  p.tile = kernels::pick_tile<T>(n_per_group);
+  p.rows = rows;
+  p.chunk_rows = igemm_tiles_per_chunk * p.tile.mr;
+  p.chunks = (rows + p.chunk_rows - 1) / p.chunk_rows;
+  return p;
+}
+
+// The forward convolution's plan: rows are output pixels, columns output channels.
+template <class T>
+IgemmPlan plan_forward(const ConvGeometry& g) noexcept {
+  return plan_igemm<T>(g.pixels(), g.kg());
+}
+
+namespace detail {
 
 template <class T>
 void ensure_zeros(ConvWorkspace<T>& ws, std::size_t len) {
@@ -119,96 +144,84 @@ T* ensure_len(Tensor<T, 1>& t, std::size_t len) {
   return t.data();
 }
 
-// Runs the igemm kernel over every MR-pixel tile of an M-row problem, every group and every
-// NR-wide panel. Tiles are grouped in chunks of a fixed count, independent of the thread
-// count, and epi(tile, m, n, p0, col0, chunk) learns its chunk so reductions stay
-// deterministic. build(p0, m, rows) fills the tile's row pointers.
-template <class T, class Build, class Epi>
-void igemm_driver(std::size_t m_total, std::size_t taps, std::size_t kc, std::size_t groups,
-                  std::size_t n_per_group, const T* packed, ConvWorkspace<T>& ws, Build&& build,
-                  Epi&& epi) {
-  constexpr std::size_t MR = IgemmTile<T>::mr, NR = IgemmTile<T>::nr;
-  const std::size_t tiles = (m_total + MR - 1) / MR;
-  const std::size_t nchunks = (tiles + igemm_tiles_per_chunk - 1) / igemm_tiles_per_chunk;
+// Runs the igemm kernel over every tile of the plan, every group and every NR-wide panel.
+// Chunks of tiles are the unit of parallel work; build(p0, rows) fills a tile's row pointers,
+// and epi(TileInfo) receives each finished tile.
+template <class T, std::size_t MR, std::size_t NR, class Build, class Epi>
+void igemm_driver(const IgemmPlan& plan, std::size_t taps, std::size_t kc, std::size_t groups,
+                  std::size_t n_per_group, const T* packed, ConvWorkspace<T>& ws, Build& build,
+                  Epi& epi) {
+  const std::size_t m_total = plan.rows;
   const std::size_t panels = (n_per_group + NR - 1) / NR;
   const std::size_t panel_len = taps * kc * NR;
   const std::size_t per_thread = taps * MR;
   ws.rows.resize(::fusedcnn::detail::max_threads() * per_thread);
-  ::fusedcnn::detail::parallel_for(nchunks, [&](std::size_t chunk) {
+  ::fusedcnn::detail::parallel_for(plan.chunks, [&](std::size_t chunk) {
     const T** rows = ws.rows.data() + ::fusedcnn::detail::thread_index() * per_thread;
-    const std::size_t tile_end = std::min(tiles, (chunk + 1) * igemm_tiles_per_chunk);
-    for (std::size_t tile = chunk * igemm_tiles_per_chunk; tile < tile_end; ++tile) {
-      const std::size_t p0 = tile * MR, m = std::min(MR, m_total - p0);
-      build(p0, m, rows);
-      for (std::size_t g = 0; g < groups; ++g) {
+    const std::size_t chunk_p0 = chunk * plan.chunk_rows;
+    const std::size_t end = std::min(m_total, chunk_p0 + plan.chunk_rows);
+    for (std::size_t p0 = chunk_p0; p0 < end; p0 += MR) {
+      const std::size_t m = std::min(MR, end - p0);
+      build(p0, m, rows, std::integral_constant<std::size_t, MR>{});
+      for (std::size_t g = 0; g < groups; ++g)
         for (std::size_t j = 0; j < panels; ++j) {
           const std::size_t col0 = j * NR, n = std::min(NR, n_per_group - col0);
-          kernels::igemm<T>(taps, kc, rows, packed + (g * panels + j) * panel_len, g * kc, m, n,
-                            [&](const T* t, std::size_t mm, std::size_t nn) {
-                              epi(t, mm, nn, p0, g * n_per_group + col0, chunk);
-                            });
+          kernels::igemm<T, MR, NR>(
+              taps, kc, rows, packed + (g * panels + j) * panel_len, g * kc, m, n,
+              [&](const T* t, std::size_t mm, std::size_t nn) {
+                epi(kernels::TileInfo<T>{t, NR, mm, nn, p0, g * n_per_group + col0, chunk,
+                                         chunk_p0});
+              });
         }
-      }
     }
   });
 }
 
+// Packs columns [group][panel][tap][kc][NR] from src(t, c, col) for an NR-wide tile.
+template <class T, class Src>
+void pack_panels(std::size_t groups, std::size_t taps, std::size_t kc, std::size_t n_per_group,
+                 std::size_t nr, Src&& src, ConvWorkspace<T>& ws) {
+  const std::size_t panels = (n_per_group + nr - 1) / nr;
+  T* out = ensure_len(ws.packed, groups * panels * taps * kc * nr);
+  for (std::size_t gi = 0; gi < groups; ++gi)
+    for (std::size_t j = 0; j < panels; ++j) {
+      const std::size_t n = std::min(nr, n_per_group - j * nr);
+      for (std::size_t t = 0; t < taps; ++t)
+        for (std::size_t c = 0; c < kc; ++c) {
+          for (std::size_t q = 0; q < n; ++q) out[q] = src(gi, t, c, j * nr + q);
+          for (std::size_t q = n; q < nr; ++q) out[q] = T{0};
+          out += nr;
+        }
+    }
+}
+
 }  // namespace detail
 
-// Number of reduction chunks conv2d_forward uses for an M-row problem (for epilogue slots).
+// Packs HWIO weights into NR-wide panels for the forward kernel, each output channel k
+// multiplied by scale[k] when scale is given (BN folding).
 template <class T>
-std::size_t forward_chunks(const ConvGeometry& g) noexcept {
-  constexpr std::size_t MR = kernels::IgemmTile<T>::mr;
-  const std::size_t tiles = (g.pixels() + MR - 1) / MR;
-  return (tiles + igemm_tiles_per_chunk - 1) / igemm_tiles_per_chunk;
+void pack_forward_weights(const ConvGeometry& g, const IgemmPlan& plan, const T* w,
+                          const T* scale, ConvWorkspace<T>& ws) {
+  const std::size_t cg = g.cg(), kg = g.kg(), K = g.k;
+  detail::pack_panels<T>(
+      g.groups, g.taps(), cg, kg, plan.tile.nr,
+      [&](std::size_t gi, std::size_t t, std::size_t c, std::size_t col) {
+        const std::size_t k = gi * kg + col;
+        const T v = w[(t * cg + c) * K + k];
+        return scale ? v * scale[k] : v;
+      },
+      ws);
 }
 
-// Packs HWIO weights into panels [group][panel][tap][c][NR] for the forward kernel, each
-// output channel k multiplied by scale[k] when scale is given (BN folding).
-template <class T>
-void pack_forward_weights(const ConvGeometry& g, const T* w, const T* scale,
-                          ConvWorkspace<T>& ws) {
-  constexpr std::size_t NR = kernels::IgemmTile<T>::nr;
-  const std::size_t cg = g.cg(), kg = g.kg(), taps = g.taps();
-  const std::size_t panels = (kg + NR - 1) / NR;
-  T* out = detail::ensure_len(ws.packed, g.groups * panels * taps * cg * NR);
-  for (std::size_t gi = 0; gi < g.groups; ++gi)
-    for (std::size_t j = 0; j < panels; ++j)
-      for (std::size_t t = 0; t < taps; ++t)
-        for (std::size_t c = 0; c < cg; ++c) {
-          const T* src = w + (t * cg + c) * g.k + gi * kg + j * NR;
-          const std::size_t n = std::min(NR, kg - j * NR);
-          for (std::size_t q = 0; q < NR; ++q)
-            *out++ = q < n ? (scale ? src[q] * scale[gi * kg + j * NR + q] : src[q]) : T{0};
-        }
-}
-
-// Packs HWIO weights transposed, [group][panel over c][tap][k][NR], for the data gradient.
-template <class T>
-void pack_backward_data_weights(const ConvGeometry& g, const T* w, ConvWorkspace<T>& ws) {
-  constexpr std::size_t NR = kernels::IgemmTile<T>::nr;
-  const std::size_t cg = g.cg(), kg = g.kg(), taps = g.taps();
-  const std::size_t panels = (cg + NR - 1) / NR;
-  T* out = detail::ensure_len(ws.packed, g.groups * panels * taps * kg * NR);
-  for (std::size_t gi = 0; gi < g.groups; ++gi)
-    for (std::size_t j = 0; j < panels; ++j)
-      for (std::size_t t = 0; t < taps; ++t)
-        for (std::size_t kk = 0; kk < kg; ++kk) {
-          const std::size_t n = std::min(NR, cg - j * NR);
-          for (std::size_t q = 0; q < NR; ++q)
-            *out++ = q < n ? w[(t * cg + j * NR + q) * g.k + gi * kg + kk] : T{0};
-        }
-}
-
-// Forward convolution of x with weights packed by pack_forward_weights; every output tile
-// goes to epi(tile, m, n, p0, k0, chunk): rows p0.. of Z, channels k0.., stride NR.
+// Forward convolution of x with weights packed by pack_forward_weights for this plan; every
+// output tile goes to epi(TileInfo).
 template <class T, class Epi>
-void conv2d_forward(const ConvGeometry& g, const T* x, ConvWorkspace<T>& ws, Epi&& epi) {
-  constexpr std::size_t MR = kernels::IgemmTile<T>::mr;
+void conv2d_forward(const ConvGeometry& g, const IgemmPlan& plan, const T* x,
+                    ConvWorkspace<T>& ws, Epi&& epi) {
   detail::ensure_zeros(ws, g.c);
   const T* zero = ws.zeros.data();
-  const std::size_t taps = g.taps();
-  auto build = [&](std::size_t p0, std::size_t m, const T** rows) {
+  auto build = [&](std::size_t p0, std::size_t m, const T** rows, auto mr) {
+    constexpr std::size_t MR = decltype(mr)::value;
     for (std::size_t i = 0; i < MR; ++i) {
       const std::size_t p = p0 + std::min(i, m - 1);  // short tile: repeat the last row
       const std::size_t wo = p % g.wo, ho = (p / g.wo) % g.ho, n = p / (g.wo * g.ho);
@@ -224,18 +237,42 @@ void conv2d_forward(const ConvGeometry& g, const T* x, ConvWorkspace<T>& ws, Epi
       }
     }
   };
-  detail::igemm_driver<T>(g.pixels(), taps, g.cg(), g.groups, g.kg(), ws.packed.data(), ws,
-                          build, epi);
+  kernels::with_tile<T>(plan.tile, [&]<std::size_t MR, std::size_t NR>() {
+    detail::igemm_driver<T, MR, NR>(plan, g.taps(), g.cg(), g.groups, g.kg(), ws.packed.data(),
+                                    ws, build, epi);
+  });
 }
 
-// Data gradient dx (N,H,W,C) from dz (N,Ho,Wo,K) and weights packed by
-// pack_backward_data_weights. Overwrites dx.
+// The data-gradient plan: rows are input pixels, columns input channels.
 template <class T>
-void conv2d_backward_data(const ConvGeometry& g, const T* dz, T* dx, ConvWorkspace<T>& ws) {
-  constexpr std::size_t MR = kernels::IgemmTile<T>::mr, NR = kernels::IgemmTile<T>::nr;
+IgemmPlan plan_backward_data(const ConvGeometry& g) noexcept {
+  return plan_igemm<T>(g.in_pixels(), g.cg());
+}
+
+// Packs HWIO weights transposed (columns are input channels, contraction over output
+// channels) for the data gradient.
+template <class T>
+void pack_backward_data_weights(const ConvGeometry& g, const IgemmPlan& plan, const T* w,
+                                ConvWorkspace<T>& ws) {
+  const std::size_t cg = g.cg(), kg = g.kg(), K = g.k;
+  detail::pack_panels<T>(
+      g.groups, g.taps(), kg, cg, plan.tile.nr,
+      [&](std::size_t gi, std::size_t t, std::size_t kk, std::size_t c) {
+        return w[(t * cg + c) * K + gi * kg + kk];
+      },
+      ws);
+}
+
+// Data gradient dx (N,H,W,C) from dz (N,Ho,Wo,K), as a transposed convolution through the
+// same igemm kernel: input pixel q gathers, per tap, the output pixel that read it (if any).
+// Overwrites dx.
+template <class T>
+void conv2d_backward_data(const ConvGeometry& g, const IgemmPlan& plan, const T* dz, T* dx,
+                          ConvWorkspace<T>& ws) {
   detail::ensure_zeros(ws, g.k);
   const T* zero = ws.zeros.data();
-  auto build = [&](std::size_t q0, std::size_t m, const T** rows) {
+  auto build = [&](std::size_t q0, std::size_t m, const T** rows, auto mr) {
+    constexpr std::size_t MR = decltype(mr)::value;
     for (std::size_t i = 0; i < MR; ++i) {
       const std::size_t q = q0 + std::min(i, m - 1);
       const std::size_t w = q % g.w, h = (q / g.w) % g.h, n = q / (g.w * g.h);
@@ -252,15 +289,17 @@ void conv2d_backward_data(const ConvGeometry& g, const T* dz, T* dx, ConvWorkspa
       }
     }
   };
-  auto store = [&](const T* tile, std::size_t m, std::size_t n, std::size_t q0, std::size_t c0,
-                   std::size_t) {
-    for (std::size_t i = 0; i < m; ++i) {
-      T* dst = dx + (q0 + i) * g.c + c0;
-      for (std::size_t j = 0; j < n; ++j) dst[j] = tile[i * NR + j];
+  auto store = [&](const kernels::TileInfo<T>& t) {
+    for (std::size_t i = 0; i < t.m; ++i) {
+      T* dst = dx + (t.p0 + i) * g.c + t.k0;
+      const T* src = t.data + i * t.ld;
+      for (std::size_t j = 0; j < t.n; ++j) dst[j] = src[j];
     }
   };
-  detail::igemm_driver<T>(g.in_pixels(), g.taps(), g.kg(), g.groups, g.cg(), ws.packed.data(),
-                          ws, build, store);
+  kernels::with_tile<T>(plan.tile, [&]<std::size_t MR, std::size_t NR>() {
+    detail::igemm_driver<T, MR, NR>(plan, g.taps(), g.kg(), g.groups, g.cg(), ws.packed.data(),
+                                    ws, build, store);
+  });
 }
 
 // Number of pixel chunks the weight gradient is split into: a function of the shape alone

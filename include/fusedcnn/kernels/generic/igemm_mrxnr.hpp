@@ -1,15 +1,16 @@
 // Portable igemm micro-kernel (implicit GEMM through row pointers), templated on the tile.
 //
 // Contract (shared by every ISA family):
-//   tile[m][n] = sum over t < taps, c < kc of rows[t * MR + m][aoff + c] * w[(t * kc + c) * NR + n]
-//   - rows: taps * MR pointers, each to aoff + kc contiguous values (aoff selects the group);
-//     padding points at a zero row at least that long,
-//     and a short tile (m < MR) repeats a valid pointer, so there are no bounds checks inside.
+//   tile[i][j] = sum over t < taps, c < kc of rows[t * MR + i][aoff + c] * w[(t * kc + c) * NR + j]
+//   - rows: taps * MR pointers, each to aoff + kc readable values (aoff selects the group);
+//     padding points at a zero row at least that long, and a short tile (m < MR) repeats a
+//     valid pointer, so there are no bounds checks inside.
 //   - w: a packed panel of taps * kc * NR values, NR contiguous, zero past the valid n.
-//   - the finished MR x NR tile goes to epi(tile, m, n) with tile row-major (stride NR); the
-//     epilogue writes only the valid m x n corner. Never allocates, throws, or touches globals.
-// The loops are written so the compiler keeps the tile in vector registers: n innermost and
-// contiguous, m and n fully unrolled.
+//   - the finished MR x NR tile goes to epi(tile, m, n) with the tile row-major (stride NR);
+//     the epilogue uses only the valid m x n corner. Never allocates, throws, or touches
+//     globals.
+// This version is the reference the ISA families are tested against, and the fallback where
+// none applies: n innermost and contiguous, so compilers vectorise it.
 #pragma once
 
 #include <cassert>
@@ -27,10 +28,8 @@ inline void igemm_mrxnr(std::size_t taps, std::size_t kc, const T* const* rows, 
     const T* wt = w + t * kc * NR;
     for (std::size_t c = 0; c < kc; ++c) {
       const T* b = wt + c * NR;
-#pragma GCC unroll 16
       for (std::size_t i = 0; i < MR; ++i) {
         const T a = r[i][aoff + c];
-#pragma GCC unroll 64
         for (std::size_t j = 0; j < NR; ++j) tile[i][j] += a * b[j];
       }
     }
