@@ -1,11 +1,13 @@
-// The igemm micro-kernels of the ISA this translation unit is compiled for, the register
+// The igemm and weight-gradient micro-kernels of the ISA this translation unit is compiled for, the register
 // tiles they offer, and the choice between them (see config.hpp for the ISA selection).
 #pragma once
 
 #include <cstddef>
 
+#include "fusedcnn/kernels/avx512/dw_mrxnr.hpp"
 #include "fusedcnn/kernels/avx512/igemm_mrxnr.hpp"
 #include "fusedcnn/kernels/config.hpp"
+#include "fusedcnn/kernels/generic/dw_mrxnr.hpp"
 #include "fusedcnn/kernels/generic/igemm_mrxnr.hpp"
 
 namespace fusedcnn::kernels {
@@ -52,6 +54,24 @@ inline void igemm(std::size_t taps, std::size_t kc, const T* const* rows, const 
   avx512::igemm_mrxnr<T, MR, NR>(taps, kc, rows, w, aoff, m, n, static_cast<Epi&&>(epi));
 #else
   generic::igemm_mrxnr<T, MR, NR>(taps, kc, rows, w, aoff, m, n, static_cast<Epi&&>(epi));
+#endif
+}
+
+// Weight-gradient tiles: MR input channels by NR output channels (NR two vectors wide).
+template <class T>
+struct DwTile {
+  static constexpr std::size_t mr = use_avx512 ? 12 : 4;
+  static constexpr std::size_t nr = Tiles<T>::wide.nr;
+};
+
+// The weight-gradient micro-kernel for an MR x NR tile; contract in generic/dw_mrxnr.hpp.
+template <class T, std::size_t MR, std::size_t NR>
+inline void dw(std::size_t np, const T* const* xrows, std::size_t coff, const T* dz,
+               std::size_t ldz, std::size_t n, T* out, std::size_t ldo) noexcept {
+#if defined(__AVX512F__) && !defined(FUSEDCNN_FORCE_GENERIC)
+  avx512::dw_mrxnr<T, MR, NR>(np, xrows, coff, dz, ldz, n, out, ldo);
+#else
+  generic::dw_mrxnr<T, MR, NR>(np, xrows, coff, dz, ldz, n, out, ldo);
 #endif
 }
 

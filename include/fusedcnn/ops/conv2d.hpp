@@ -312,46 +312,86 @@ inline std::size_t weight_grad_chunks(const ConvGeometry& g) noexcept {
   return std::max<std::size_t>(1, std::min({by_pixels, by_memory, std::size_t{64}}));
 }
 
-// Weight gradient: dw (HWIO) += sum over pixels of X rows times dZ. Partial sums over fixed
-// pixel chunks are added in chunk order, so a given shape always gives the same bits.
+namespace detail {
+// Calls f.template operator()<M>(c0) over channel blocks [c0, c0 + M) covering [0, cg)
+// exactly, M from {MR, 8, 4, 2, 1}, so the kernel never reads past a group's channels.
+template <std::size_t MR, class F>
+void for_exact_blocks(std::size_t cg, F&& f) {
+  std::size_t c0 = 0;
+  while (c0 < cg) {
+    const std::size_t rem = cg - c0;
+    if (rem >= MR) {
+      f.template operator()<MR>(c0);
+      c0 += MR;
+    } else if (MR > 8 && rem >= 8) {
+      f.template operator()<(MR > 8 ? 8 : 1)>(c0);
+      c0 += MR > 8 ? 8 : 1;
+    } else if (MR > 4 && rem >= 4) {
+      f.template operator()<(MR > 4 ? 4 : 1)>(c0);
+      c0 += MR > 4 ? 4 : 1;
+    } else if (MR > 2 && rem >= 2) {
+      f.template operator()<(MR > 2 ? 2 : 1)>(c0);
+      c0 += MR > 2 ? 2 : 1;
+    } else {
+      f.template operator()<1>(c0);
+      c0 += 1;
+    }
+  }
+}
+}  // namespace detail
+
+// Weight gradient: dw (HWIO) += sum over pixels of X rows times dZ, as register-blocked
+// outer products (kernels/dw). Partial sums over fixed pixel chunks are added in chunk
+// order, so a given shape always gives the same bits, whatever the thread count.
 template <class T>
 void conv2d_backward_weights(const ConvGeometry& g, const T* x, const T* dz, T* dw,
                              ConvWorkspace<T>& ws) {
-  const std::size_t cg = g.cg(), kg = g.kg(), taps = g.taps(), P = g.pixels();
-  const std::size_t wsize = taps * cg * g.k;
+  constexpr std::size_t MR = kernels::DwTile<T>::mr, NR = kernels::DwTile<T>::nr;
+  constexpr std::size_t block = 256;  // pixels per block of row pointers: 9 taps = 18 KiB
+  const std::size_t cg = g.cg(), kg = g.kg(), taps = g.taps(), P = g.pixels(), K = g.k;
+  const std::size_t wsize = taps * cg * K;
   const std::size_t nchunks = weight_grad_chunks(g);
   const std::size_t per_chunk = (P + nchunks - 1) / nchunks;
   T* partial = detail::ensure_len(ws.partial, nchunks * wsize);
+  detail::ensure_zeros(ws, g.c);
+  const T* zero = ws.zeros.data();
+  const std::size_t per_thread = taps * block;
+  ws.rows.resize(::fusedcnn::detail::max_threads() * per_thread);
   ::fusedcnn::detail::parallel_for(nchunks, [&](std::size_t ci) {
     T* acc = partial + ci * wsize;
     std::fill_n(acc, wsize, T{0});
+    const T** rows = ws.rows.data() + ::fusedcnn::detail::thread_index() * per_thread;
     const std::size_t pend = std::min(P, (ci + 1) * per_chunk);
-    for (std::size_t p = ci * per_chunk; p < pend; ++p) {
-      const std::size_t wo = p % g.wo, ho = (p / g.wo) % g.ho, n = p / (g.wo * g.ho);
-      const T* dzp = dz + p * g.k;
-      for (std::size_t a = 0; a < g.kh; ++a) {
-        const std::size_t hp = ho * g.sh + a * g.dh;
-        if (hp < g.pt || hp - g.pt >= g.h) continue;
-        for (std::size_t b = 0; b < g.kw; ++b) {
-          const std::size_t wp = wo * g.sw + b * g.dw;
-          if (wp < g.pl || wp - g.pl >= g.w) continue;
-          const T* xr = x + ((n * g.h + (hp - g.pt)) * g.w + (wp - g.pl)) * g.c;
-          T* accr = acc + (a * g.kw + b) * cg * g.k;
-          for (std::size_t gi = 0; gi < g.groups; ++gi)
-            for (std::size_t c = 0; c < cg; ++c) {
-              const T xv = xr[gi * cg + c];
-              T* dst = accr + c * g.k + gi * kg;
-              const T* src = dzp + gi * kg;
-              for (std::size_t kk = 0; kk < kg; ++kk) dst[kk] += xv * src[kk];
-            }
+    for (std::size_t b0 = ci * per_chunk; b0 < pend; b0 += block) {
+      const std::size_t np = std::min(block, pend - b0);
+      for (std::size_t j = 0; j < np; ++j) {
+        const std::size_t p = b0 + j;
+        const std::size_t wo = p % g.wo, ho = (p / g.wo) % g.ho, n = p / (g.wo * g.ho);
+        for (std::size_t a = 0; a < g.kh; ++a) {
+          const std::size_t hp = ho * g.sh + a * g.dh;
+          const bool hin = hp >= g.pt && hp - g.pt < g.h;
+          for (std::size_t b = 0; b < g.kw; ++b) {
+            const std::size_t wp = wo * g.sw + b * g.dw;
+            const bool in = hin && wp >= g.pl && wp - g.pl < g.w;
+            rows[(a * g.kw + b) * block + j] =
+                in ? x + ((n * g.h + (hp - g.pt)) * g.w + (wp - g.pl)) * g.c : zero;
+          }
         }
       }
+      for (std::size_t t = 0; t < taps; ++t)
+        for (std::size_t gi = 0; gi < g.groups; ++gi)
+          detail::for_exact_blocks<MR>(cg, [&]<std::size_t M>(std::size_t c0) {
+            for (std::size_t k0 = 0; k0 < kg; k0 += NR)
+              kernels::dw<T, M, NR>(np, rows + t * block, gi * cg + c0,
+                                    dz + b0 * K + gi * kg + k0, K, std::min(NR, kg - k0),
+                                    acc + (t * cg + c0) * K + gi * kg + k0, K);
+          });
     }
   });
-  constexpr std::size_t block = 1024;
-  ::fusedcnn::detail::parallel_for((wsize + block - 1) / block, [&](std::size_t bi) {
-    const std::size_t e1 = std::min(wsize, (bi + 1) * block);
-    for (std::size_t e = bi * block; e < e1; ++e) {
+  constexpr std::size_t rblock = 1024;
+  ::fusedcnn::detail::parallel_for((wsize + rblock - 1) / rblock, [&](std::size_t bi) {
+    const std::size_t e1 = std::min(wsize, (bi + 1) * rblock);
+    for (std::size_t e = bi * rblock; e < e1; ++e) {
       T s = partial[e];
       for (std::size_t ci = 1; ci < nchunks; ++ci) s += partial[ci * wsize + e];
       dw[e] += s;
