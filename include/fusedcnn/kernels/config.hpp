@@ -1,29 +1,31 @@
-// Compile-time ISA selection: the name of the kernel family this build uses.
+// Compile-time ISA selection from the compiler's macros; FUSEDCNN_FORCE_GENERIC picks the
+// portable kernels whatever the target supports (so they are tested on every machine).
 #pragma once
 
-#include <cstddef>
+#if defined(FUSEDCNN_FORCE_GENERIC)
+#define FUSEDCNN_ISA_GENERIC 1
+#elif defined(__AVX512F__)
+#define FUSEDCNN_ISA_AVX512 1
+#elif defined(__AVX2__) && defined(__FMA__)
+#define FUSEDCNN_ISA_AVX2 1
+#elif defined(__ARM_NEON) && defined(__aarch64__)
+#define FUSEDCNN_ISA_NEON 1
+#else
+#define FUSEDCNN_ISA_GENERIC 1
+#endif
 
 namespace fusedcnn::kernels {
 
-#if defined(FUSEDCNN_FORCE_GENERIC)
-inline constexpr const char* isa_name = "generic";
-inline constexpr std::size_t vector_bytes = 16;
-#elif defined(__AVX512F__)
-inline constexpr const char* isa_name = "avx512";
-inline constexpr std::size_t vector_bytes = 64;
-#elif defined(__AVX2__) && defined(__FMA__)
-inline constexpr const char* isa_name = "avx2";
-inline constexpr std::size_t vector_bytes = 32;
-#elif defined(__ARM_NEON)
-inline constexpr const char* isa_name = "neon";
-inline constexpr std::size_t vector_bytes = 16;
+// The kernel family this translation unit uses, for reports.
+inline constexpr const char* isa_name =
+#if FUSEDCNN_ISA_AVX512
+    "avx512";
+#elif FUSEDCNN_ISA_AVX2
+    "avx2";
+#elif FUSEDCNN_ISA_NEON
+    "neon";
 #else
-inline constexpr const char* isa_name = "generic";
-inline constexpr std::size_t vector_bytes = 16;
+    "generic";
 #endif
-
-// Lanes of T in one vector register.
-template <class T>
-inline constexpr std::size_t vector_lanes = vector_bytes / sizeof(T);
 
 }  // namespace fusedcnn::kernels

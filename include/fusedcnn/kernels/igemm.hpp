@@ -1,14 +1,17 @@
-// The igemm and weight-gradient micro-kernels of the ISA this translation unit is compiled for, the register
-// tiles they offer, and the choice between them (see config.hpp for the ISA selection).
+// The micro-kernels of the ISA this translation unit is compiled for (config.hpp), the
+// register tiles each offers, and the choice between them.
 #pragma once
 
 #include <cstddef>
 
-#include "fusedcnn/kernels/avx512/dw_mrxnr.hpp"
-#include "fusedcnn/kernels/avx512/igemm_mrxnr.hpp"
 #include "fusedcnn/kernels/config.hpp"
 #include "fusedcnn/kernels/generic/dw_mrxnr.hpp"
 #include "fusedcnn/kernels/generic/igemm_mrxnr.hpp"
+#include "fusedcnn/kernels/simd/dw_mrxnr.hpp"
+#include "fusedcnn/kernels/simd/igemm_mrxnr.hpp"
+#include "fusedcnn/kernels/vec/avx2.hpp"
+#include "fusedcnn/kernels/vec/avx512.hpp"
+#include "fusedcnn/kernels/vec/neon.hpp"
 
 namespace fusedcnn::kernels {
 
@@ -17,19 +20,39 @@ struct TileShape {
   std::size_t mr, nr;
 };
 
-#if defined(__AVX512F__) && !defined(FUSEDCNN_FORCE_GENERIC)
-inline constexpr bool use_avx512 = true;
+// Per ISA: the vector layer, and the tiles sized to its register file. Each has a wide igemm
+// tile for many output channels, a narrow one (one vector, more rows) that wastes fewer lanes
+// when a group has few channels, and the weight-gradient tile.
+#if FUSEDCNN_ISA_AVX512
+template <class T>
+using Vec = avx512::Vec<T>;
+inline constexpr std::size_t wide_mr = 12, wide_nv = 2, narrow_mr = 16, dw_mr = 12, dw_nv = 2;
+#elif FUSEDCNN_ISA_AVX2
+template <class T>
+using Vec = avx2::Vec<T>;
+inline constexpr std::size_t wide_mr = 6, wide_nv = 2, narrow_mr = 12, dw_mr = 6, dw_nv = 2;
+#elif FUSEDCNN_ISA_NEON
+template <class T>
+using Vec = neon::Vec<T>;
+inline constexpr std::size_t wide_mr = 6, wide_nv = 4, narrow_mr = 12, dw_mr = 6, dw_nv = 4;
 #else
-inline constexpr bool use_avx512 = false;
+inline constexpr std::size_t wide_mr = 4, wide_nv = 2, narrow_mr = 4, dw_mr = 4, dw_nv = 2;
 #endif
 
-// Two tiles per type: a wide one (two vectors of channels) for many output channels, and a
-// narrow one (one vector, more rows) that wastes fewer lanes when a group has few channels.
+// Lanes of T in one vector of this build (the generic family pretends to 16-byte vectors).
+template <class T>
+inline constexpr std::size_t lanes = [] {
+#if FUSEDCNN_ISA_GENERIC
+  return 16 / sizeof(T);
+#else
+  return Vec<T>::lanes;
+#endif
+}();
+
 template <class T>
 struct Tiles {
-  static constexpr std::size_t lanes = use_avx512 ? 64 / sizeof(T) : 16 / sizeof(T);
-  static constexpr TileShape wide{use_avx512 ? 12 : 4, 2 * lanes};
-  static constexpr TileShape narrow{use_avx512 ? 16 : 4, lanes};
+  static constexpr TileShape wide{wide_mr, wide_nv * lanes<T>};
+  static constexpr TileShape narrow{narrow_mr, lanes<T>};
 };
 
 // The tile for a GEMM whose groups have n_per_group output columns.
@@ -42,36 +65,36 @@ constexpr TileShape pick_tile(std::size_t n_per_group) noexcept {
 template <class T, class F>
 decltype(auto) with_tile(TileShape shape, F&& f) {
   constexpr TileShape w = Tiles<T>::wide, n = Tiles<T>::narrow;
-  if (shape.nr == w.nr) return f.template operator()<w.mr, w.nr>();
+  if (shape.nr == w.nr && shape.mr == w.mr) return f.template operator()<w.mr, w.nr>();
   return f.template operator()<n.mr, n.nr>();
 }
 
-// The micro-kernel for an MR x NR tile; contract in generic/igemm_mrxnr.hpp.
+// The igemm micro-kernel for an MR x NR tile; contract in generic/igemm_mrxnr.hpp.
 template <class T, std::size_t MR, std::size_t NR, class Epi>
 inline void igemm(std::size_t taps, std::size_t kc, const T* const* rows, const T* w,
                   std::size_t aoff, std::size_t m, std::size_t n, Epi&& epi) noexcept {
-#if defined(__AVX512F__) && !defined(FUSEDCNN_FORCE_GENERIC)
-  avx512::igemm_mrxnr<T, MR, NR>(taps, kc, rows, w, aoff, m, n, static_cast<Epi&&>(epi));
-#else
+#if FUSEDCNN_ISA_GENERIC
   generic::igemm_mrxnr<T, MR, NR>(taps, kc, rows, w, aoff, m, n, static_cast<Epi&&>(epi));
+#else
+  simd::igemm_mrxnr<Vec<T>, T, MR, NR>(taps, kc, rows, w, aoff, m, n, static_cast<Epi&&>(epi));
 #endif
 }
 
-// Weight-gradient tiles: MR input channels by NR output channels (NR two vectors wide).
+// Weight-gradient tiles: MR input channels by NR output channels.
 template <class T>
 struct DwTile {
-  static constexpr std::size_t mr = use_avx512 ? 12 : 4;
-  static constexpr std::size_t nr = Tiles<T>::wide.nr;
+  static constexpr std::size_t mr = dw_mr;
+  static constexpr std::size_t nr = dw_nv * lanes<T>;
 };
 
 // The weight-gradient micro-kernel for an MR x NR tile; contract in generic/dw_mrxnr.hpp.
 template <class T, std::size_t MR, std::size_t NR>
 inline void dw(std::size_t np, const T* const* xrows, std::size_t coff, const T* dz,
                std::size_t ldz, std::size_t n, T* out, std::size_t ldo) noexcept {
-#if defined(__AVX512F__) && !defined(FUSEDCNN_FORCE_GENERIC)
-  avx512::dw_mrxnr<T, MR, NR>(np, xrows, coff, dz, ldz, n, out, ldo);
-#else
+#if FUSEDCNN_ISA_GENERIC
   generic::dw_mrxnr<T, MR, NR>(np, xrows, coff, dz, ldz, n, out, ldo);
+#else
+  simd::dw_mrxnr<Vec<T>, T, MR, NR>(np, xrows, coff, dz, ldz, n, out, ldo);
 #endif
 }
 

@@ -1,0 +1,55 @@
+// SIMD igemm micro-kernel, written once over a vector layer V (vec/avx512.hpp, vec/avx2.hpp,
+// vec/neon.hpp): the contract of generic/igemm_mrxnr.hpp with the MR x NR tile held in
+// vector registers (NR = NV vectors).
+//
+// Register budget: MR * NV accumulators + NV weight vectors + 1 broadcast <= V::registers.
+// AVX-512 float: 12 x 32 (27 of 32 zmm) and 16 x 16; AVX2 float: 6 x 16 (15 of 16 ymm).
+// Per c step: NV aligned loads of the packed panel, MR broadcasts (folded into the FMAs on
+// x86), MR * NV FMAs, so the FMA ports, not the loads, bound the loop. The packed panel of one
+// tap (kc * NR values, <= 32 KiB for kc <= 256 floats at NR = 32) stays in L1 while the rows
+// stream through.
+#pragma once
+
+#include <cassert>
+#include <cstddef>
+
+namespace fusedcnn::kernels::simd {
+
+template <class V, class T, std::size_t MR, std::size_t NR, class Epi>
+inline void igemm_mrxnr(std::size_t taps, std::size_t kc, const T* const* rows, const T* w,
+                        std::size_t aoff, std::size_t m, std::size_t n, Epi&& epi) noexcept {
+  constexpr std::size_t NV = NR / V::lanes;
+  static_assert(NR % V::lanes == 0 && MR * NV + NV + 1 <= V::registers,
+                "tile exceeds the register budget");
+  assert(m >= 1 && m <= MR && n >= 1 && n <= NR);
+  typename V::R acc[MR][NV];
+#pragma GCC unroll 16
+  for (std::size_t i = 0; i < MR; ++i)
+#pragma GCC unroll 4
+    for (std::size_t v = 0; v < NV; ++v) acc[i][v] = V::zero();
+  for (std::size_t t = 0; t < taps; ++t) {
+    const T* a[MR];
+#pragma GCC unroll 16
+    for (std::size_t i = 0; i < MR; ++i) a[i] = rows[t * MR + i] + aoff;
+    const T* b = w + t * kc * NR;  // aligned: panels are whole vectors from an aligned base
+    for (std::size_t c = 0; c < kc; ++c, b += NR) {
+      typename V::R bv[NV];
+#pragma GCC unroll 4
+      for (std::size_t v = 0; v < NV; ++v) bv[v] = V::load(b + v * V::lanes);
+#pragma GCC unroll 16
+      for (std::size_t i = 0; i < MR; ++i) {
+        const typename V::R av = V::bcast(a[i] + c);
+#pragma GCC unroll 4
+        for (std::size_t v = 0; v < NV; ++v) acc[i][v] = V::fma(av, bv[v], acc[i][v]);
+      }
+    }
+  }
+  alignas(64) T tile[MR * NR];
+#pragma GCC unroll 16
+  for (std::size_t i = 0; i < MR; ++i)
+#pragma GCC unroll 4
+    for (std::size_t v = 0; v < NV; ++v) V::store(tile + i * NR + v * V::lanes, acc[i][v]);
+  epi(static_cast<const T*>(tile), m, n);
+}
+
+}  // namespace fusedcnn::kernels::simd
