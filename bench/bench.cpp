@@ -27,9 +27,13 @@
 
 #include "cases.hpp"
 #include "pair.hpp"
+#include "peak.hpp"
 
 namespace bench {
 namespace {
+
+// fp32 peak measured at start-up (GFLOP/s for the chosen thread count), 0 when unknown.
+double g_peak = 0;
 
 struct Config {
   std::vector<std::string> suites{"seed", "random", "resnet", "small"};
@@ -162,6 +166,9 @@ void register_case(const Case& c, Mode m, bool fused, std::uint64_t seed, double
     const CpuSample c1 = CpuSample::now();
     const double iters = static_cast<double>(st.iterations());
     st.counters["FLOP/s"] = benchmark::Counter(Pair<T>::flops(c, m), benchmark::Counter::kIsIterationInvariantRate);
+    const double secs = c1.wall - c0.wall;
+    if (g_peak > 0 && secs > 0)
+      st.counters["%peak"] = 100.0 * Pair<T>::flops(c, m) * iters / secs / (g_peak * 1e9);
     st.counters["saved_MB"] = static_cast<double>(fused ? p.fused.saved_bytes() : p.unfused_saved_bytes()) / 1e6;
     st.counters["faults/it"] = static_cast<double>(minor_faults() - f0) / iters;
     st.counters["load%"] = others_load(c0, c1);
@@ -173,6 +180,7 @@ struct Row {
   double unfused_ms, fused_ms, speedup, gflops, load, volume_mb;
   double saved_unfused_mb, saved_fused_mb;
 };
+
 
 double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
@@ -233,12 +241,15 @@ void print_summary(const std::vector<Row>& rows, const Config& cfg) {
   std::printf("\nfused vs unfused (%s, %d thread%s, seed %llu, ISA %s): median of %d interleaved pairs\n",
               cfg.use_double ? "double" : "float", cfg.threads, cfg.threads == 1 ? "" : "s",
               static_cast<unsigned long long>(cfg.seed), fusedcnn::kernels::isa_name, cfg.pairs);
-  std::printf("%-10s %-7s %-26s %10s %10s %8s %9s %9s %11s %6s\n", "mode", "suite", "case",
-              "unfused ms", "fused ms", "speedup", "GFLOP/s", "data MB", "kept MB u/f", "load%");
+  if (g_peak > 0) std::printf("measured fp32 FMA peak: %.1f GFLOP/s\n", g_peak);
+  std::printf("%-10s %-7s %-26s %10s %10s %8s %9s %6s %9s %11s %6s\n", "mode", "suite", "case",
+              "unfused ms", "fused ms", "speedup", "GFLOP/s", "%peak", "data MB", "kept MB u/f",
+              "load%");
   for (const Row& r : rows)
-    std::printf("%-10s %-7s %-26s %10.3f %10.3f %8.2f %9.2f %9.2f %5.1f/%-5.1f %6.1f\n",
+    std::printf("%-10s %-7s %-26s %10.3f %10.3f %8.2f %9.2f %6.1f %9.2f %5.1f/%-5.1f %6.1f\n",
                 r.mode.c_str(), r.suite.c_str(), r.name.c_str(), r.unfused_ms, r.fused_ms,
-                r.speedup, r.gflops, r.volume_mb, r.saved_unfused_mb, r.saved_fused_mb, r.load);
+                r.speedup, r.gflops, g_peak > 0 ? 100.0 * r.gflops / g_peak : 0.0, r.volume_mb,
+                r.saved_unfused_mb, r.saved_fused_mb, r.load);
   std::printf("\ngeometric-mean speedup (fused over unfused)\n%-10s", "mode");
   for (const auto& s : cfg.suites) std::printf(" %8s", s.c_str());
   std::printf(" %8s %8s\n", "all", "min");
@@ -266,6 +277,7 @@ void print_summary(const std::vector<Row>& rows, const Config& cfg) {
 template <class T>
 int run(int argc, char** argv, const Config& cfg) {
   const std::vector<Case> cases = cases_of(cfg);
+  g_peak = fma_peak(cfg.threads);
   std::printf("cases (N,H,W,C -> K, kernel r, stride s, padding p, dilation d):\n");
   for (const Case& c : cases) std::printf("  %-7s %s\n", c.suite.c_str(), c.name().c_str());
   if (cfg.gbench) {
