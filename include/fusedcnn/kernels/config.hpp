@@ -14,6 +14,16 @@
 #define FUSEDCNN_ISA_GENERIC 1
 #endif
 
+// Marks a loop whose iterations are independent (an output may alias an input only at the
+// same index), so the compiler vectorises it without runtime alias checks.
+#if defined(__clang__)
+#define FUSEDCNN_IVDEP _Pragma("clang loop vectorize(assume_safety)")
+#elif defined(__GNUC__)
+#define FUSEDCNN_IVDEP _Pragma("GCC ivdep")
+#else
+#define FUSEDCNN_IVDEP
+#endif
+
 namespace fusedcnn::kernels {
 
 // The kernel family this translation unit uses, for reports.

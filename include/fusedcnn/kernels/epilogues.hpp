@@ -22,7 +22,7 @@ struct BiasActEpilogue {
       T* dst = y + (t.p0 + i) * ldy + t.k0;
       const T* src = t.data + i * t.ld;
       for (std::size_t j = 0; j < t.n; ++j) {
-        const T v = bias ? src[j] + bias[t.k0 + j] : src[j];
+        const T v = bias ? src[j * t.cs] + bias[t.k0 + j] : src[j * t.cs];
         dst[j] = Relu ? std::max(v, T{0}) : v;
       }
     }
@@ -40,43 +40,60 @@ struct BiasStatsEpilogue {
   const T* bias;    // may be null
   double* slots;    // [chunks][2][K]
 
-  // Columns per call are at most this many (the widest register tile).
-  static constexpr std::size_t max_n = 64;
-
   void operator()(const TileInfo<T>& t) const noexcept {
-    const std::size_t m = t.m, n = t.n, p0 = t.p0, k0 = t.k0;
-    T sum[max_n] = {}, m2[max_n] = {}, sd[max_n] = {}, mean[max_n];
-    for (std::size_t i = 0; i < m; ++i) {
-      T* dst = z + (p0 + i) * ldz + k0;
-      const T* src = t.data + i * t.ld;
-      for (std::size_t j = 0; j < n; ++j) {
-        const T v = bias ? src[j] + bias[k0 + j] : src[j];
-        dst[j] = v;
-        sum[j] += v;
-      }
-    }
-    const T inv = T{1} / static_cast<T>(m);
-    for (std::size_t j = 0; j < n; ++j) mean[j] = sum[j] * inv;
-    for (std::size_t i = 0; i < m; ++i) {
-      const T* row = z + (p0 + i) * ldz + k0;
-      for (std::size_t j = 0; j < n; ++j) {
-        const T d = row[j] - mean[j];
-        m2[j] += d * d;
-        sd[j] += d;
-      }
-    }
     const std::size_t K = ldz;
-    double* smean = slots + t.chunk * 2 * K + k0;
+    double* smean = slots + t.chunk * 2 * K + t.k0;
     double* sm2 = smean + K;
-    const double na = static_cast<double>(p0 - t.chunk_p0), nb = static_cast<double>(m);
+    const double na = static_cast<double>(t.p0 - t.chunk_p0), nb = static_cast<double>(t.m);
     const double nt = na + nb;
-    for (std::size_t j = 0; j < n; ++j) {
-      const double tm2 = static_cast<double>(m2[j]) -
-                         static_cast<double>(sd[j]) * static_cast<double>(sd[j]) / nb;
-      const double delta = static_cast<double>(mean[j]) - smean[j];
+    for (std::size_t j = 0; j < t.n; ++j) {
+      const T b = bias ? bias[t.k0 + j] : T{0};
+      T mean, m2, sd;
+      channel_moments(t.data + j * t.cs, t.ld, t.m, b, z + t.p0 * K + t.k0 + j, K, mean, m2, sd);
+      const double tm2 = static_cast<double>(m2) - static_cast<double>(sd) * static_cast<double>(sd) / nb;
+      const double delta = static_cast<double>(mean) - smean[j];
       smean[j] += delta * (nb / nt);
       sm2[j] += std::max(tm2, 0.0) + delta * delta * (na * nb / nt);
     }
+  }
+
+ private:
+  // Stores v_i = src[i*ld] + b to dst[i*ldd] and returns their mean, sum of squared
+  // deviations and sum of deviations; eight interleaved partial sums keep the adds
+  // independent (a single running sum would serialise on the add latency).
+  static void channel_moments(const T* src, std::size_t ld, std::size_t m, T b, T* dst,
+                              std::size_t ldd, T& mean, T& m2, T& sd) noexcept {
+    constexpr std::size_t U = 8;
+    T s[U] = {};
+    std::size_t i = 0;
+    for (; i + U <= m; i += U)
+      for (std::size_t u = 0; u < U; ++u) {
+        const T v = src[(i + u) * ld] + b;
+        dst[(i + u) * ldd] = v;
+        s[u] += v;
+      }
+    for (; i < m; ++i) {
+      const T v = src[i * ld] + b;
+      dst[i * ldd] = v;
+      s[0] += v;
+    }
+    T sum = T{0};
+    for (std::size_t u = 0; u < U; ++u) sum += s[u];
+    mean = sum / static_cast<T>(m);
+    T q[U] = {}, e[U] = {};
+    for (i = 0; i + U <= m; i += U)
+      for (std::size_t u = 0; u < U; ++u) {
+        const T d = (src[(i + u) * ld] + b) - mean;
+        q[u] += d * d;
+        e[u] += d;
+      }
+    for (; i < m; ++i) {
+      const T d = (src[i * ld] + b) - mean;
+      q[0] += d * d;
+      e[0] += d;
+    }
+    m2 = sd = T{0};
+    for (std::size_t u = 0; u < U; ++u) m2 += q[u], sd += e[u];
   }
 };
 

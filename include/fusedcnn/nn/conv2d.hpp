@@ -139,7 +139,7 @@ class Conv2D {
 
   // Seams for ConvBN: the same convolution with ConvBN's epilogues and dz.
   // Packs the (optionally per-output-channel scaled) weights for a forward with this plan.
-  void pack_for_forward(const ops::ConvGeometry& g, const ops::IgemmPlan& plan, const T* scale) {
+  void pack_for_forward(const ops::ConvGeometry& g, const ops::ConvPlan& plan, const T* scale) {
     ops::pack_forward_weights(g, plan, weight_.data(), scale, ws_);
   }
   // Keeps a copy of x for backward, as forward does.
@@ -157,7 +157,7 @@ class Conv2D {
   void backward_from_dz(const ops::ConvGeometry& g, const T* dz, Tensor<T>& dx) {
     ops::conv2d_backward_weights(g, x_.data(), dz, weight_grad_.data(), ws_);
     if (opts_.bias) ops::conv2d_backward_bias(g, dz, bias_grad_.data(), ws_);
-    const ops::IgemmPlan plan = ops::plan_backward_data<T>(g);
+    const ops::ConvPlan plan = ops::plan_backward_data<T>(g);
     ops::pack_backward_data_weights(g, plan, weight_.data(), ws_);
     detail::ensure_shape(dx, g.in_shape());
     ops::conv2d_backward_data(g, plan, dz, dx.data(), ws_);
@@ -193,7 +193,7 @@ class Conv2D {
 
   // Packs the weights and runs the plain convolution (plus bias) of x into y.
   void run_forward(const ops::ConvGeometry& g, const T* x, T* y) {
-    const ops::IgemmPlan plan = ops::plan_forward<T>(g);
+    const ops::ConvPlan plan = ops::plan_forward<T>(g);
     ops::pack_forward_weights(g, plan, weight_.data(), static_cast<const T*>(nullptr), ws_);
     const T* bias = opts_.bias ? bias_.data() : nullptr;
     ops::conv2d_forward(g, plan, x, ws_, kernels::BiasActEpilogue<T, false>{y, g.k, bias});

@@ -126,7 +126,7 @@ class ConvBN {
   // Batch statistics: the conv epilogue stores Z into the BN's cache and merges per-chunk
   // moments; then the chunks are merged in order, running statistics updated, Z -> Y.
   void forward_batch_stats(const ops::ConvGeometry& g, Tensor<T>& y) {
-    const ops::IgemmPlan plan = ops::plan_forward<T>(g);
+    const ops::ConvPlan plan = ops::plan_forward<T>(g);
     const std::size_t K = g.k, rows = g.pixels();
     const std::size_t chunks = plan.chunks, chunk_rows = plan.chunk_rows;
     if (slots_.size() < chunks * 2 * K) slots_ = Tensor<double, 1>({chunks * 2 * K});
@@ -169,7 +169,7 @@ class ConvBN {
       const T b = conv_.has_bias() ? conv_.bias()[k] : T{0};
       shift_[k] = f(b, k);  // (b - mean) * a + beta
     }
-    const ops::IgemmPlan plan = ops::plan_forward<T>(g);
+    const ops::ConvPlan plan = ops::plan_forward<T>(g);
     conv_.pack_for_forward(g, plan, bn_.a_.data());
     z_valid_ = false;
     detail::ensure_shape(y, g.out_shape());

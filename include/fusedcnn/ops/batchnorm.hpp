@@ -13,6 +13,7 @@
 
 #include "fusedcnn/core/tensor.hpp"
 #include "fusedcnn/core/threading.hpp"
+#include "fusedcnn/kernels/config.hpp"
 
 namespace fusedcnn::ops {
 
@@ -22,6 +23,11 @@ inline constexpr std::size_t bn_rows_per_chunk = 256;
 inline std::size_t bn_chunks(std::size_t rows) noexcept {
   return std::max<std::size_t>(1, (rows + bn_rows_per_chunk - 1) / bn_rows_per_chunk);
 }
+
+namespace detail {
+// Fewer channels than this run through the super-row view (see bn_super_width).
+inline constexpr std::size_t bn_narrow = 16;
+}  // namespace detail
 
 // Per-chunk partial moments or sums, [chunk][2][C] doubles (owned by the layer).
 struct BnWorkspace {
@@ -73,7 +79,41 @@ void chunk_moments(const T* z, std::size_t r0, std::size_t r1, std::size_t C, do
 // Batch mean and biased variance of each channel of z (rows x C), in double.
 template <class T>
 void batch_moments(const T* z, std::size_t rows, std::size_t C, double* mean, double* var,
+                   BnWorkspace& ws);
+
+namespace detail {
+// batch_moments for C < 16 through the super-row view: moments per super-column, merged
+// into their channel in column order (Chan), then the rows past the last super-row.
+template <class T>
+void narrow_batch_moments(const T* z, std::size_t rows, std::size_t C, double* mean,
+                          double* var, BnWorkspace& ws) {
+  const std::size_t R = C * (64 / C), S = rows * C / R, done = S * R / C;  // as bn_super_width
+  double wm[64], wv[64], tail[3 * 16];
+  if (S) batch_moments(z, S, R, wm, wv, ws);
+  if (done < rows) chunk_moments(z, done, rows, C, tail, tail + C);
+  for (std::size_t c = 0; c < C; ++c) {
+    double n = 0, mu = 0, m2 = 0;
+    for (std::size_t j = c; S && j < R; j += C) {
+      const double m2j = wv[j] * static_cast<double>(S);
+      Moments::merge(n, &mu, &m2, static_cast<double>(S), &wm[j], &m2j, 1);  // n = 0: a copy
+      n += static_cast<double>(S);
+    }
+    if (done < rows) {
+      const double nb = static_cast<double>(rows - done);
+      Moments::merge(n, &mu, &m2, nb, &tail[c], &tail[C + c], 1);
+      n += nb;
+    }
+    mean[c] = mu;
+    var[c] = m2 / n;
+  }
+}
+}  // namespace detail
+
+// Batch mean and biased variance of each channel of z (rows x C), in double.
+template <class T>
+void batch_moments(const T* z, std::size_t rows, std::size_t C, double* mean, double* var,
                    BnWorkspace& ws) {
+  if (C < detail::bn_narrow) return detail::narrow_batch_moments(z, rows, C, mean, var, ws);
   const std::size_t nchunks = bn_chunks(rows);
   // each chunk: mean[C], m2[C], scratch[C]
   double* part = ws.ensure(nchunks * 3 * C);
@@ -120,6 +160,33 @@ void split_mean(const double* mean, std::size_t C, T* hi, T* lo) noexcept {
 }
 
 namespace detail {
+// Narrow rows would leave the channel-vectorised loops mostly empty, so rows x C data is
+// viewed as super-rows of R = C * (64 / C) elements (64 / C pixels each) with every
+// per-channel array repeated to R entries: the same arithmetic per element, on full vectors.
+inline std::size_t bn_super_width(std::size_t C) noexcept { return C * (64 / C); }
+
+// dst[j] = src[j % C] for j < R.
+template <class T>
+void repeat_channels(const T* src, std::size_t C, std::size_t R, T* dst) noexcept {
+  for (std::size_t j = 0; j < R; ++j) dst[j] = src[j % C];
+}
+
+// A BnAffine repeated to R channels, with its storage.
+template <class T>
+struct WideAffine {
+  T mh[64], ml[64], a[64], b[64];
+  BnAffine<T> f;
+  WideAffine(const BnAffine<T>& src, std::size_t C, std::size_t R) noexcept {
+    repeat_channels(src.mean_hi, C, R, mh);
+    repeat_channels(src.mean_lo, C, R, ml);
+    repeat_channels(src.a, C, R, a);
+    repeat_channels(src.beta, C, R, b);
+    f = BnAffine<T>{mh, ml, a, b};
+  }
+};
+}  // namespace detail
+
+namespace detail {
 // Rows [r0, r1) of y = f(z) (then max(., 0) when Relu), channel loop innermost and free of
 // aliasing so it vectorises.
 template <class T, bool Relu>
@@ -132,6 +199,7 @@ void bn_apply_rows(const T* z, std::size_t r0, std::size_t r1, std::size_t C,
   for (std::size_t r = r0; r < r1; ++r) {
     const T* zr = z + r * C;
     T* yr = y + r * C;
+    FUSEDCNN_IVDEP
     for (std::size_t c = 0; c < C; ++c) {
       const T v = ((zr[c] - mh[c]) - ml[c]) * a[c] + b[c];
       yr[c] = Relu ? (v < T{0} ? T{0} : v) : v;
@@ -144,6 +212,17 @@ void bn_apply_rows(const T* z, std::size_t r0, std::size_t r1, std::size_t C,
 template <class T>
 void bn_apply(const T* z, std::size_t rows, std::size_t C, const BnAffine<T>& f, bool relu,
               T* y) {
+  if (C < detail::bn_narrow) {
+    const std::size_t R = detail::bn_super_width(C), S = rows * C / R, done = S * R / C;
+    const detail::WideAffine<T> w(f, C, R);
+    if (S) bn_apply(z, S, R, w.f, relu, y);
+    if (relu) {
+      detail::bn_apply_rows<T, true>(z, done, rows, C, f, y);
+    } else {
+      detail::bn_apply_rows<T, false>(z, done, rows, C, f, y);
+    }
+    return;
+  }
   ::fusedcnn::detail::parallel_for(bn_chunks(rows), [&](std::size_t ci) {
     const std::size_t r0 = ci * bn_rows_per_chunk, r1 = std::min(rows, r0 + bn_rows_per_chunk);
     if (relu) {
@@ -179,6 +258,7 @@ void bn_sums_rows(const T* z, const BnGrad<T>& grad, std::size_t r0, std::size_t
   for (std::size_t r = r0; r < r1; ++r) {
     const T* zr = z + r * C;
     const T* dyr = grad.dy + r * C;
+    FUSEDCNN_IVDEP
     for (std::size_t c = 0; c < cn; ++c) {
       T g = dyr[c];
       if constexpr (Relu) g = ((zr[c] - fmh[c]) - fml[c]) * fa[c] + fb[c] > T{0} ? g : T{0};
@@ -207,6 +287,7 @@ void bn_dz_rows(const T* z, const BnGrad<T>& grad, std::size_t r0, std::size_t r
     const T* zr = z + r * C;
     const T* dyr = grad.dy + r * C;
     T* out = dz + r * C;
+    FUSEDCNN_IVDEP
     for (std::size_t c = 0; c < C; ++c) {
       T g = dyr[c];
       if constexpr (Relu) g = ((zr[c] - fmh[c]) - fml[c]) * fa[c] + fb[c] > T{0} ? g : T{0};
@@ -222,6 +303,26 @@ template <class T>
 void bn_backward_sums(const T* z, const BnGrad<T>& grad, std::size_t rows, std::size_t C,
                       const BnAffine<T>& centre, double* sum_g, double* sum_gx,
                       BnWorkspace& ws) {
+  if (C < detail::bn_narrow) {
+    const std::size_t R = detail::bn_super_width(C), S = rows * C / R, done = S * R / C;
+    const detail::WideAffine<T> cen(centre, C, R);
+    detail::WideAffine<T> relu(grad.relu_of ? *grad.relu_of : centre, C, R);
+    double wg[64] = {}, wgx[64] = {};
+    if (S) bn_backward_sums(z, BnGrad<T>{grad.dy, grad.relu_of ? &relu.f : nullptr}, S, R,
+                            cen.f, wg, wgx, ws);
+    alignas(64) T tg[64] = {}, tgx[64] = {};  // the < 64/C rows past the last super-row
+    if (grad.relu_of) {
+      detail::bn_sums_rows<T, true>(z, grad, done, rows, C, centre, tg, tgx, C);
+    } else {
+      detail::bn_sums_rows<T, false>(z, grad, done, rows, C, centre, tg, tgx, C);
+    }
+    for (std::size_t c = 0; c < C; ++c) {
+      sum_g[c] = static_cast<double>(tg[c]);
+      sum_gx[c] = static_cast<double>(tgx[c]);
+      for (std::size_t j = c; j < R; j += C) sum_g[c] += wg[j], sum_gx[c] += wgx[j];
+    }
+    return;
+  }
   const std::size_t nchunks = bn_chunks(rows);
   double* part = ws.ensure(nchunks * 2 * C);
   ::fusedcnn::detail::parallel_for(nchunks, [&](std::size_t ci) {
@@ -268,6 +369,24 @@ void bn_backward_sums(const T* z, const BnGrad<T>& grad, std::size_t rows, std::
 template <class T>
 void bn_backward_data(const T* z, const BnGrad<T>& grad, std::size_t rows, std::size_t C,
                       const BnAffine<T>& centre, const T* k1, const T* k2, const T* k3, T* dz) {
+  if (C < detail::bn_narrow) {
+    const std::size_t R = detail::bn_super_width(C), S = rows * C / R, done = S * R / C;
+    const detail::WideAffine<T> cen(centre, C, R);
+    detail::WideAffine<T> relu(grad.relu_of ? *grad.relu_of : centre, C, R);
+    T w1[64], w2[64], w3[64];
+    detail::repeat_channels(k1, C, R, w1);
+    detail::repeat_channels(k2, C, R, w2);
+    detail::repeat_channels(k3, C, R, w3);
+    if (S)
+      bn_backward_data(z, BnGrad<T>{grad.dy, grad.relu_of ? &relu.f : nullptr}, S, R, cen.f,
+                       w1, w2, w3, dz);
+    if (grad.relu_of) {
+      detail::bn_dz_rows<T, true>(z, grad, done, rows, C, centre, k1, k2, k3, dz);
+    } else {
+      detail::bn_dz_rows<T, false>(z, grad, done, rows, C, centre, k1, k2, k3, dz);
+    }
+    return;
+  }
   ::fusedcnn::detail::parallel_for(bn_chunks(rows), [&](std::size_t ci) {
     const std::size_t r0 = ci * bn_rows_per_chunk, r1 = std::min(rows, r0 + bn_rows_per_chunk);
     if (grad.relu_of) {

@@ -5,6 +5,8 @@
 // Bwd data: dX[q, c] = sum_(t, k) dZ[row'(q, t), k] * W[t, c, k]     (a transposed convolution)
 // Bwd wts:  dW[t, c, k] = sum_p X[row(p, t), c] * dZ[p, k]           (a GEMM over pixels)
 // Forward and backward-data share the igemm micro-kernel; rows point at a zero row for padding.
+// Groups with few output channels go to the row family instead (ops/conv2d_rows.hpp): the
+// plan records the choice, and every entry point below dispatches on it.
 #pragma once
 
 #include <algorithm>
@@ -18,106 +20,15 @@
 #include "fusedcnn/core/threading.hpp"
 #include "fusedcnn/kernels/igemm.hpp"
 #include "fusedcnn/kernels/tile.hpp"
+#include "fusedcnn/ops/conv2d_rows.hpp"
+#include "fusedcnn/ops/conv_geometry.hpp"
 
 namespace fusedcnn::ops {
 
-// Everything about one convolution's shapes; padding already resolved to explicit sides.
-struct ConvGeometry {
-  std::size_t n = 0, h = 0, w = 0, c = 0;  // input
-  std::size_t ho = 0, wo = 0, k = 0;       // output
-  std::size_t kh = 1, kw = 1, sh = 1, sw = 1, dh = 1, dw = 1;
-  std::size_t pt = 0, pb = 0, pl = 0, pr = 0;
-  std::size_t groups = 1;
-
-  std::size_t cg() const noexcept { return c / groups; }
-  std::size_t kg() const noexcept { return k / groups; }
-  std::size_t taps() const noexcept { return kh * kw; }
-  std::size_t pixels() const noexcept { return n * ho * wo; }
-  std::size_t in_pixels() const noexcept { return n * h * w; }
-  Shape<4> in_shape() const noexcept { return {n, h, w, c}; }
-  Shape<4> out_shape() const noexcept { return {n, ho, wo, k}; }
-  Shape<4> weight_shape() const noexcept { return {kh, kw, cg(), k}; }
-  double flops() const noexcept {
-    return 2.0 * static_cast<double>(pixels()) * static_cast<double>(k) *
-           static_cast<double>(taps() * cg());
-  }
-};
-
-namespace detail {
-// Padding {before, after} along one axis for the given mode; TensorFlow's rule for `same`.
-inline std::array<std::size_t, 2> resolve_padding(PaddingMode mode, std::size_t before,
-                                                  std::size_t after, std::size_t in,
-                                                  std::size_t extent, std::size_t stride) {
-  switch (mode) {
-    case PaddingMode::valid:
-      return {0, 0};
-    case PaddingMode::same: {
-      const std::size_t out = (in + stride - 1) / stride;
-      const std::size_t need = (out ? out - 1 : 0) * stride + extent;
-      const std::size_t total = need > in ? need - in : 0;
-      return {total / 2, total - total / 2};
-    }
-    case PaddingMode::explicit_sides:
-      break;
-  }
-  return {before, after};
-}
-
-// Output extent along one axis; 0 when the dilated kernel does not fit the padded input.
-inline std::size_t out_extent(std::size_t in, std::size_t before, std::size_t after,
-                              std::size_t extent, std::size_t stride) {
-  const std::size_t padded = in + before + after;
-  return padded < extent ? 0 : (padded - extent) / stride + 1;
-}
-}  // namespace detail
-
-// Geometry of x (N,H,W,C) convolved to `out_channels`. Options are assumed valid (nn/ checks
-// them first); ho or wo is 0 when the kernel does not fit.
-inline ConvGeometry make_geometry(const Shape<4>& x, std::size_t out_channels,
-                                  const Conv2DOptions& o) {
-  ConvGeometry g;
-  g.n = x[0], g.h = x[1], g.w = x[2], g.c = x[3], g.k = out_channels;
-  g.kh = o.kernel[0], g.kw = o.kernel[1];
-  g.sh = o.stride[0], g.sw = o.stride[1];
-  g.dh = o.dilation[0], g.dw = o.dilation[1];
-  g.groups = o.groups;
-  const std::size_t eh = g.dh * (g.kh - 1) + 1, ew = g.dw * (g.kw - 1) + 1;
-  const auto [pt, pb] =
-      detail::resolve_padding(o.padding.mode, o.padding.top, o.padding.bottom, g.h, eh, g.sh);
-  const auto [pl, pr] =
-      detail::resolve_padding(o.padding.mode, o.padding.left, o.padding.right, g.w, ew, g.sw);
-  g.pt = pt, g.pb = pb, g.pl = pl, g.pr = pr;
-  g.ho = detail::out_extent(g.h, pt, pb, eh, g.sh);
-  g.wo = detail::out_extent(g.w, pl, pr, ew, g.sw);
-  return g;
-}
-
-// Scratch a convolution reuses from call to call (owned by the layer, never by the op).
-template <class T>
-struct ConvWorkspace {
-  Tensor<T, 1> packed;             // weights packed into NR-wide panels
-  Tensor<T, 1> zeros;              // the shared zero row padding points at
-  Tensor<T, 1> partial;            // per-chunk weight-gradient partial sums
-  Tensor<double, 1> bias_partial;  // per-chunk bias-gradient partial sums
-  std::vector<const T*> rows;      // per-thread row pointers of one tile
-};
-
-// Tiles per reduction chunk of the forward/backward-data drivers: fixed, so per-chunk partial
-// sums (the fused statistics epilogue) never depend on the thread count.
-inline constexpr std::size_t igemm_tiles_per_chunk = 16;
-
-// How one implicit GEMM is run: the register tile, and its rows grouped in reduction chunks.
-struct IgemmPlan {
-  kernels::TileShape tile;
-  std::size_t rows = 0;        // M: output pixels (forward) or input pixels (backward-data)
-  std::size_t chunk_rows = 0;  // rows per chunk
-  std::size_t chunks = 0;
-};
-
 // The plan for an M-row GEMM whose groups have n_per_group output columns.
 template <class T>
-IgemmPlan plan_igemm(std::size_t rows, std::size_t n_per_group) noexcept {
-  IgemmPlan p;
+ConvPlan plan_igemm(std::size_t rows, std::size_t n_per_group) noexcept {
+  ConvPlan p;
   p.tile = kernels::pick_tile<T>(n_per_group);
   p.rows = rows;
   p.chunk_rows = igemm_tiles_per_chunk * p.tile.mr;
@@ -127,28 +38,18 @@ IgemmPlan plan_igemm(std::size_t rows, std::size_t n_per_group) noexcept {
 
 // The forward convolution's plan: rows are output pixels, columns output channels.
 template <class T>
-IgemmPlan plan_forward(const ConvGeometry& g) noexcept {
+ConvPlan plan_forward(const ConvGeometry& g) noexcept {
+  if (use_rows<T>(g)) return plan_rows<T>(g);
   return plan_igemm<T>(g.pixels(), g.kg());
 }
 
 namespace detail {
 
-template <class T>
-void ensure_zeros(ConvWorkspace<T>& ws, std::size_t len) {
-  if (ws.zeros.size() < len) ws.zeros = Tensor<T, 1>({len});
-}
-
-template <class T>
-T* ensure_len(Tensor<T, 1>& t, std::size_t len) {
-  if (t.size() < len) t = Tensor<T, 1>({len}, ::fusedcnn::detail::uninitialized);
-  return t.data();
-}
-
 // Runs the igemm kernel over every tile of the plan, every group and every NR-wide panel.
 // Chunks of tiles are the unit of parallel work; build(p0, rows) fills a tile's row pointers,
 // and epi(TileInfo) receives each finished tile.
 template <class T, std::size_t MR, std::size_t NR, class Build, class Epi>
-void igemm_driver(const IgemmPlan& plan, std::size_t taps, std::size_t kc, std::size_t groups,
+void igemm_driver(const ConvPlan& plan, std::size_t taps, std::size_t kc, std::size_t groups,
                   std::size_t n_per_group, const T* packed, ConvWorkspace<T>& ws, Build& build,
                   Epi& epi) {
   const std::size_t m_total = plan.rows;
@@ -200,8 +101,9 @@ void pack_panels(std::size_t groups, std::size_t taps, std::size_t kc, std::size
 // Packs HWIO weights into NR-wide panels for the forward kernel, each output channel k
 // multiplied by scale[k] when scale is given (BN folding).
 template <class T>
-void pack_forward_weights(const ConvGeometry& g, const IgemmPlan& plan, const T* w,
+void pack_forward_weights(const ConvGeometry& g, const ConvPlan& plan, const T* w,
                           const T* scale, ConvWorkspace<T>& ws) {
+  if (plan.by_rows) return pack_rows_weights(g, w, scale, ws);
   const std::size_t cg = g.cg(), kg = g.kg(), K = g.k;
   detail::pack_panels<T>(
       g.groups, g.taps(), cg, kg, plan.tile.nr,
@@ -216,8 +118,9 @@ void pack_forward_weights(const ConvGeometry& g, const IgemmPlan& plan, const T*
 // Forward convolution of x with weights packed by pack_forward_weights for this plan; every
 // output tile goes to epi(TileInfo).
 template <class T, class Epi>
-void conv2d_forward(const ConvGeometry& g, const IgemmPlan& plan, const T* x,
+void conv2d_forward(const ConvGeometry& g, const ConvPlan& plan, const T* x,
                     ConvWorkspace<T>& ws, Epi&& epi) {
+  if (plan.by_rows) return rows_forward(g, plan, x, ws, epi);
   detail::ensure_zeros(ws, g.c);
   const T* zero = ws.zeros.data();
   auto build = [&](std::size_t p0, std::size_t m, const T** rows, auto mr) {
@@ -245,15 +148,17 @@ void conv2d_forward(const ConvGeometry& g, const IgemmPlan& plan, const T* x,
 
 // The data-gradient plan: rows are input pixels, columns input channels.
 template <class T>
-IgemmPlan plan_backward_data(const ConvGeometry& g) noexcept {
+ConvPlan plan_backward_data(const ConvGeometry& g) noexcept {
+  if (use_rows<T>(g)) return plan_rows<T>(g);
   return plan_igemm<T>(g.in_pixels(), g.cg());
 }
 
 // Packs HWIO weights transposed (columns are input channels, contraction over output
 // channels) for the data gradient.
 template <class T>
-void pack_backward_data_weights(const ConvGeometry& g, const IgemmPlan& plan, const T* w,
+void pack_backward_data_weights(const ConvGeometry& g, const ConvPlan& plan, const T* w,
                                 ConvWorkspace<T>& ws) {
+  if (plan.by_rows) return pack_rows_weights(g, w, static_cast<const T*>(nullptr), ws);
   const std::size_t cg = g.cg(), kg = g.kg(), K = g.k;
   detail::pack_panels<T>(
       g.groups, g.taps(), kg, cg, plan.tile.nr,
@@ -267,8 +172,9 @@ void pack_backward_data_weights(const ConvGeometry& g, const IgemmPlan& plan, co
 // same igemm kernel: input pixel q gathers, per tap, the output pixel that read it (if any).
 // Overwrites dx.
 template <class T>
-void conv2d_backward_data(const ConvGeometry& g, const IgemmPlan& plan, const T* dz, T* dx,
+void conv2d_backward_data(const ConvGeometry& g, const ConvPlan& plan, const T* dz, T* dx,
                           ConvWorkspace<T>& ws) {
+  if (plan.by_rows) return rows_backward_data(g, plan, dz, dx, ws);
   detail::ensure_zeros(ws, g.k);
   const T* zero = ws.zeros.data();
   auto build = [&](std::size_t q0, std::size_t m, const T** rows, auto mr) {
@@ -346,6 +252,7 @@ void for_exact_blocks(std::size_t cg, F&& f) {
 template <class T>
 void conv2d_backward_weights(const ConvGeometry& g, const T* x, const T* dz, T* dw,
                              ConvWorkspace<T>& ws) {
+  if (use_rows<T>(g)) return rows_backward_weights(g, x, dz, dw, ws);
   constexpr std::size_t MR = kernels::DwTile<T>::mr, NR = kernels::DwTile<T>::nr;
   constexpr std::size_t block = 256;  // pixels per block of row pointers: 9 taps = 18 KiB
   const std::size_t cg = g.cg(), kg = g.kg(), taps = g.taps(), P = g.pixels(), K = g.k;
@@ -399,23 +306,50 @@ void conv2d_backward_weights(const ConvGeometry& g, const T* x, const T* dz, T* 
   });
 }
 
-// Bias gradient: db[k] += sum over pixels of dz[p, k], per fixed 256-pixel chunk in double,
-// chunks added in order.
+namespace detail {
+// out[k] = sum over rows of d[r * K + k], per fixed 256-row chunk in double, chunks added in
+// order (part holds the chunk partials).
 template <class T>
-void conv2d_backward_bias(const ConvGeometry& g, const T* dz, T* db, ConvWorkspace<T>& ws) {
-  const std::size_t P = g.pixels(), K = g.k, nchunks = (P + 255) / 256;
-  if (ws.bias_partial.size() < nchunks * K) ws.bias_partial = Tensor<double, 1>({nchunks * K});
-  double* part = ws.bias_partial.data();
+void column_sums(const T* d, std::size_t rows, std::size_t K, double* out,
+                 Tensor<double, 1>& part_buf) {
+  const std::size_t nchunks = (rows + 255) / 256;
+  if (part_buf.size() < nchunks * K) part_buf = Tensor<double, 1>({nchunks * K});
+  double* part = part_buf.data();
   ::fusedcnn::detail::parallel_for(nchunks, [&](std::size_t ci) {
     double* acc = part + ci * K;
     std::fill_n(acc, K, 0.0);
-    const std::size_t pend = std::min(P, (ci + 1) * 256);
-    for (std::size_t p = ci * 256; p < pend; ++p)
-      for (std::size_t k = 0; k < K; ++k) acc[k] += static_cast<double>(dz[p * K + k]);
+    const std::size_t pend = std::min(rows, (ci + 1) * 256);
+    for (std::size_t p = ci * 256; p < pend; ++p) {
+      const T* row = d + p * K;
+      FUSEDCNN_IVDEP
+      for (std::size_t k = 0; k < K; ++k) acc[k] += static_cast<double>(row[k]);
+    }
   });
+  std::fill_n(out, K, 0.0);
+  for (std::size_t ci = 0; ci < nchunks; ++ci)
+    for (std::size_t k = 0; k < K; ++k) out[k] += part[ci * K + k];
+}
+}  // namespace detail
+
+// Bias gradient: db[k] += sum over pixels of dz[p, k] in double. Fewer than 16 channels are
+// summed as 64-element super-rows (64 / K pixels each) so the loop runs on full vectors, and
+// the columns of one channel are folded in order.
+template <class T>
+void conv2d_backward_bias(const ConvGeometry& g, const T* dz, T* db, ConvWorkspace<T>& ws) {
+  const std::size_t P = g.pixels(), K = g.k;
+  if (K >= 16) {
+    std::vector<double> s(K);
+    detail::column_sums(dz, P, K, s.data(), ws.bias_partial);
+    for (std::size_t k = 0; k < K; ++k) db[k] += static_cast<T>(s[k]);
+    return;
+  }
+  const std::size_t R = K * (64 / K), S = P * K / R;
+  double wide[64] = {};
+  if (S) detail::column_sums(dz, S, R, wide, ws.bias_partial);
   for (std::size_t k = 0; k < K; ++k) {
     double s = 0;
-    for (std::size_t ci = 0; ci < nchunks; ++ci) s += part[ci * K + k];
+    for (std::size_t j = k; j < R; j += K) s += wide[j];
+    for (std::size_t p = S * R / K; p < P; ++p) s += static_cast<double>(dz[p * K + k]);
     db[k] += static_cast<T>(s);
   }
 }

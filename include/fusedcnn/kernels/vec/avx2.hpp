@@ -22,10 +22,12 @@ struct Vec<float> {
   static constexpr std::size_t registers = 16;
   static R zero() noexcept { return _mm256_setzero_ps(); }
   static R load(const float* p) noexcept { return _mm256_load_ps(p); }  // 32-byte aligned
+  static R loadu(const float* p) noexcept { return _mm256_loadu_ps(p); }  // unaligned
   static R bcast(const float* p) noexcept { return _mm256_broadcast_ss(p); }
   static R fma(R a, R b, R c) noexcept { return _mm256_fmadd_ps(a, b, c); }
   static R add(R a, R b) noexcept { return _mm256_add_ps(a, b); }
   static void store(float* p, R v) noexcept { _mm256_store_ps(p, v); }
+  static void storeu(float* p, R v) noexcept { _mm256_storeu_ps(p, v); }  // unaligned
   static M first(std::size_t n) noexcept {
     const __m256i idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
     return _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(n > 8 ? 8 : n)), idx);
@@ -42,10 +44,12 @@ struct Vec<double> {
   static constexpr std::size_t registers = 16;
   static R zero() noexcept { return _mm256_setzero_pd(); }
   static R load(const double* p) noexcept { return _mm256_load_pd(p); }
+  static R loadu(const double* p) noexcept { return _mm256_loadu_pd(p); }  // unaligned
   static R bcast(const double* p) noexcept { return _mm256_broadcast_sd(p); }
   static R fma(R a, R b, R c) noexcept { return _mm256_fmadd_pd(a, b, c); }
   static R add(R a, R b) noexcept { return _mm256_add_pd(a, b); }
   static void store(double* p, R v) noexcept { _mm256_store_pd(p, v); }
+  static void storeu(double* p, R v) noexcept { _mm256_storeu_pd(p, v); }  // unaligned
   static M first(std::size_t n) noexcept {
     const __m256i idx = _mm256_setr_epi64x(0, 1, 2, 3);
     return _mm256_cmpgt_epi64(_mm256_set1_epi64x(static_cast<std::int64_t>(n > 4 ? 4 : n)), idx);

@@ -21,10 +21,12 @@ struct Vec<float> {
   static constexpr std::size_t registers = 32;
   static R zero() noexcept { return vdupq_n_f32(0.0f); }
   static R load(const float* p) noexcept { return vld1q_f32(p); }
+  static R loadu(const float* p) noexcept { return vld1q_f32(p); }  // unaligned
   static R bcast(const float* p) noexcept { return vld1q_dup_f32(p); }
   static R fma(R a, R b, R c) noexcept { return vfmaq_f32(c, a, b); }
   static R add(R a, R b) noexcept { return vaddq_f32(a, b); }
   static void store(float* p, R v) noexcept { vst1q_f32(p, v); }
+  static void storeu(float* p, R v) noexcept { vst1q_f32(p, v); }  // unaligned
   static M first(std::size_t n) noexcept { return n > lanes ? lanes : n; }
   static R load(M m, const float* p) noexcept {
     if (m == lanes) return vld1q_f32(p);
@@ -48,10 +50,12 @@ struct Vec<double> {
   static constexpr std::size_t registers = 32;
   static R zero() noexcept { return vdupq_n_f64(0.0); }
   static R load(const double* p) noexcept { return vld1q_f64(p); }
+  static R loadu(const double* p) noexcept { return vld1q_f64(p); }  // unaligned
   static R bcast(const double* p) noexcept { return vld1q_dup_f64(p); }
   static R fma(R a, R b, R c) noexcept { return vfmaq_f64(c, a, b); }
   static R add(R a, R b) noexcept { return vaddq_f64(a, b); }
   static void store(double* p, R v) noexcept { vst1q_f64(p, v); }
+  static void storeu(double* p, R v) noexcept { vst1q_f64(p, v); }  // unaligned
   static M first(std::size_t n) noexcept { return n > lanes ? lanes : n; }
   static R load(M m, const double* p) noexcept {
     if (m == lanes) return vld1q_f64(p);

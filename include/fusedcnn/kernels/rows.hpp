@@ -1,0 +1,175 @@
+// Row micro-kernels: convolutions whose groups have few output channels (the 1-8 channel
+// shapes where a channel-vectorised GEMM tile leaves most lanes empty), vectorised over the
+// output pixels of one row instead.
+//
+// Planar rows. The driver (ops/conv2d_rows.hpp) rewrites each zero-padded input row as
+// [channel][phase][wq]: the W axis is split by stride phase, padded column wp sitting at
+// phase wp % sw, index wp / sw. Tap column b of output pixel wo is then at phase
+// (b*dw) % sw, index wo + (b*dw) / sw: consecutive output pixels read consecutive elements
+// for every stride and dilation, and `off[b]` = phase * wq + index offset says where.
+//
+// Contract (every kernel): no allocation, no bounds checks, no threads; the driver pads
+// planar rows so that a full NV-vector tile read or written past the row's last output pixel
+// stays inside the buffer (reading zeros, or writing where nothing reads). Weights are
+// packed per group as [tap][c][kg]; w points at the group's block and the first of the KB
+// output channels, ldw = kg.
+//
+// Register budget: KB x NV accumulators + NV inputs + 1 broadcast weight. With KB <= 4 and
+// NV = 4 that is 21 of AVX-512's 32 registers; 16-register ISAs use NV <= 2 (11 registers).
+#pragma once
+
+#include <cstddef>
+
+#include "fusedcnn/kernels/config.hpp"
+#include "fusedcnn/kernels/vec/avx2.hpp"
+#include "fusedcnn/kernels/vec/avx512.hpp"
+#include "fusedcnn/kernels/vec/neon.hpp"
+#include "fusedcnn/kernels/vec/scalar.hpp"
+
+namespace fusedcnn::kernels {
+
+// The vector layer the row kernels use: the ISA's, or the portable array.
+#if FUSEDCNN_ISA_AVX512
+template <class T>
+using RowVec = avx512::Vec<T>;
+#elif FUSEDCNN_ISA_AVX2
+template <class T>
+using RowVec = avx2::Vec<T>;
+#elif FUSEDCNN_ISA_NEON
+template <class T>
+using RowVec = neon::Vec<T>;
+#else
+template <class T>
+using RowVec = scalar::Vec<T>;
+#endif
+
+// Output channels per kernel call, and vectors of output pixels per tile.
+inline constexpr std::size_t row_max_kb = 4;
+template <class T>
+inline constexpr std::size_t row_max_nv = RowVec<T>::registers >= 32 ? 4 : 2;
+
+// Where the taps of one group are in a planar row.
+struct RowTaps {
+  std::size_t kh, kw, cg;
+  std::size_t chan;        // elements from one channel's planar row to the next
+  const std::size_t* off;  // off[b]: offset of tap column b within a channel's planar row
+};
+
+// Forward tile: out[k * NV*lanes + i] = sum over (a, b, c) of
+// w[((a*kw + b)*cg + c)*ldw + k] * rows[a][c*chan + off[b] + i0 + i], for k < KB.
+template <class T, std::size_t KB, std::size_t NV>
+void row_fwd(const RowTaps& t, const T* const* rows, std::size_t i0, const T* w,
+             std::size_t ldw, T* out) noexcept {
+  using V = RowVec<T>;
+  typename V::R acc[KB][NV];
+  for (std::size_t k = 0; k < KB; ++k)
+    for (std::size_t v = 0; v < NV; ++v) acc[k][v] = V::zero();
+  for (std::size_t a = 0; a < t.kh; ++a)
+    for (std::size_t b = 0; b < t.kw; ++b) {
+      const T* src = rows[a] + t.off[b] + i0;
+      const T* wt = w + (a * t.kw + b) * t.cg * ldw;
+      for (std::size_t c = 0; c < t.cg; ++c, src += t.chan, wt += ldw) {
+        typename V::R xv[NV];
+        for (std::size_t v = 0; v < NV; ++v) xv[v] = V::loadu(src + v * V::lanes);
+        for (std::size_t k = 0; k < KB; ++k) {
+          const typename V::R wv = V::bcast(wt + k);
+          for (std::size_t v = 0; v < NV; ++v) acc[k][v] = V::fma(wv, xv[v], acc[k][v]);
+        }
+      }
+    }
+  for (std::size_t k = 0; k < KB; ++k)
+    for (std::size_t v = 0; v < NV; ++v) V::storeu(out + (k * NV + v) * V::lanes, acc[k][v]);
+}
+
+// Data-gradient tile, scattered: for tap row a, every (b, c) gets
+// dst[c*chan + off[b] + i] += sum_k w[((a*kw + b)*cg + c)*ldw + k] * dz[k*ldz + i].
+template <class T, std::size_t KB, std::size_t NV>
+void row_bwd_data(const RowTaps& t, std::size_t a, const T* dz, std::size_t ldz, const T* w,
+                  std::size_t ldw, T* dst) noexcept {
+  using V = RowVec<T>;
+  typename V::R g[KB][NV];
+  for (std::size_t k = 0; k < KB; ++k)
+    for (std::size_t v = 0; v < NV; ++v) g[k][v] = V::loadu(dz + k * ldz + v * V::lanes);
+  for (std::size_t b = 0; b < t.kw; ++b) {
+    T* out = dst + t.off[b];
+    const T* wt = w + (a * t.kw + b) * t.cg * ldw;
+    for (std::size_t c = 0; c < t.cg; ++c, out += t.chan, wt += ldw) {
+      typename V::R acc[NV];
+      for (std::size_t v = 0; v < NV; ++v) acc[v] = V::loadu(out + v * V::lanes);
+      for (std::size_t k = 0; k < KB; ++k) {
+        const typename V::R wv = V::bcast(wt + k);
+        for (std::size_t v = 0; v < NV; ++v) acc[v] = V::fma(wv, g[k][v], acc[v]);
+      }
+      for (std::size_t v = 0; v < NV; ++v) V::storeu(out + v * V::lanes, acc[v]);
+    }
+  }
+}
+
+// Weight-gradient reduction for one (tap, input channel): sums[k] = sum over rows r and
+// pixels i < width of x[r][i] * dz[r][k*ldz + i], for k < KB. The tail is masked, so pixels
+// past `width` are never read.
+template <class T, std::size_t KB>
+void row_bwd_weights(std::size_t nrows, const T* const* x, const T* const* dz, std::size_t ldz,
+                     std::size_t width, T* sums) noexcept {
+  using V = RowVec<T>;
+  constexpr std::size_t L = V::lanes;
+  typename V::R acc[KB][2];
+  for (std::size_t k = 0; k < KB; ++k) acc[k][0] = acc[k][1] = V::zero();
+  const std::size_t full = width / L * L;
+  for (std::size_t r = 0; r < nrows; ++r) {
+    const T* xr = x[r];
+    const T* dr = dz[r];
+    std::size_t i = 0;
+    for (; i + 2 * L <= full; i += 2 * L) {
+      const typename V::R x0 = V::loadu(xr + i), x1 = V::loadu(xr + i + L);
+      for (std::size_t k = 0; k < KB; ++k) {
+        acc[k][0] = V::fma(x0, V::loadu(dr + k * ldz + i), acc[k][0]);
+        acc[k][1] = V::fma(x1, V::loadu(dr + k * ldz + i + L), acc[k][1]);
+      }
+    }
+    for (; i < width; i += L) {
+      const auto m = V::first(width - i);
+      const typename V::R x0 = V::load(m, xr + i);
+      for (std::size_t k = 0; k < KB; ++k)
+        acc[k][0] = V::fma(x0, V::load(m, dr + k * ldz + i), acc[k][0]);
+    }
+  }
+  for (std::size_t k = 0; k < KB; ++k) {
+    alignas(64) T lanes[L];
+    V::storeu(lanes, V::add(acc[k][0], acc[k][1]));
+    T s = lanes[0];
+    for (std::size_t l = 1; l < L; ++l) s += lanes[l];
+    sums[k] = s;
+  }
+}
+
+// Calls f.template operator()<KB, NV>() for runtime kb in [1, 4] and nv in {1, 2, 4}.
+template <class T, class F>
+void with_row_tile(std::size_t kb, std::size_t nv, F&& f) {
+  auto by_nv = [&]<std::size_t KB>() {
+    if (nv == 1) return f.template operator()<KB, 1>();
+    if constexpr (row_max_nv<T> >= 4) {
+      if (nv == 4) return f.template operator()<KB, 4>();
+    }
+    return f.template operator()<KB, 2>();
+  };
+  switch (kb) {
+    case 1: return by_nv.template operator()<1>();
+    case 2: return by_nv.template operator()<2>();
+    case 3: return by_nv.template operator()<3>();
+    default: return by_nv.template operator()<4>();
+  }
+}
+
+// Calls f.template operator()<KB>() for runtime kb in [1, 4].
+template <class F>
+void with_row_kb(std::size_t kb, F&& f) {
+  switch (kb) {
+    case 1: return f.template operator()<1>();
+    case 2: return f.template operator()<2>();
+    case 3: return f.template operator()<3>();
+    default: return f.template operator()<4>();
+  }
+}
+
+}  // namespace fusedcnn::kernels

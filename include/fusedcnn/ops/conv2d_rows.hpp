@@ -1,0 +1,293 @@
+// The row family's convolution drivers: forward, backward-data and backward-weights for
+// groups with few output channels, vectorised over output pixels (kernels/rows.hpp).
+//
+// x is first rewritten as planar rows [n][padded row][channel][phase][wq] with the padding
+// stored as zeros, so the kernels need no bounds checks and every stride and dilation reads
+// contiguous pixels. dz is rewritten once per backward as [n*Ho][K][wo_pad], zero past Wo.
+// Chunks are runs of whole output rows (a function of the shape alone), so per-chunk
+// statistics and weight-gradient partials do not depend on the thread count.
+#pragma once
+
+#include <algorithm>
+#include <cstddef>
+
+#include "fusedcnn/core/threading.hpp"
+#include "fusedcnn/kernels/rows.hpp"
+#include "fusedcnn/kernels/tile.hpp"
+#include "fusedcnn/ops/conv_geometry.hpp"
+
+namespace fusedcnn::ops {
+
+// Whether the row family runs this convolution: when a group's output channels fill at most
+// half a vector, a channel-vectorised tile would leave most lanes empty.
+template <class T>
+constexpr bool use_rows(const ConvGeometry& g) noexcept {
+  return g.kg() <= kernels::RowVec<T>::lanes / 2 && g.wo > 0 && g.ho > 0;
+}
+
+// Output rows per reduction chunk: about 256 pixels, whole rows.
+inline std::size_t rows_per_chunk(const ConvGeometry& g) noexcept {
+  return std::max<std::size_t>(1, (256 + g.wo - 1) / std::max<std::size_t>(1, g.wo));
+}
+
+// The row family's plan over the output pixels of g.
+template <class T>
+ConvPlan plan_rows(const ConvGeometry& g) noexcept {
+  constexpr std::size_t L = kernels::RowVec<T>::lanes;
+  ConvPlan p;
+  p.by_rows = true;
+  const std::size_t vecs = (g.wo + L - 1) / L;
+  p.row_nv = vecs >= 4 && kernels::row_max_nv<T> >= 4 ? 4 : vecs >= 2 ? 2 : 1;
+  p.rows = g.pixels();
+  p.chunk_rows = rows_per_chunk(g) * g.wo;
+  p.chunks = (p.rows + p.chunk_rows - 1) / p.chunk_rows;
+  return p;
+}
+
+// Sizes of the planar buffers of one geometry.
+struct RowsLayout {
+  std::size_t hp;      // padded input rows
+  std::size_t wq;      // elements per (channel, phase) run
+  std::size_t chan;    // elements per channel: phases * wq
+  std::size_t row;     // elements per planar row: C * chan
+  std::size_t wo_pad;  // output pixels per row, rounded up to whole tiles
+};
+
+template <class T>
+RowsLayout rows_layout(const ConvGeometry& g, const ConvPlan& plan) noexcept {
+  const std::size_t px = plan.row_nv * kernels::RowVec<T>::lanes;
+  RowsLayout l;
+  l.hp = g.h + g.pt + g.pb;
+  l.wo_pad = (g.wo + px - 1) / px * px;
+  const std::size_t qmax = (g.kw - 1) * g.dw / g.sw;
+  const std::size_t cols = (g.w + g.pl + g.pr + g.sw - 1) / g.sw;
+  l.wq = std::max(cols, l.wo_pad + qmax);
+  l.chan = g.sw * l.wq;
+  l.row = g.c * l.chan;
+  return l;
+}
+
+namespace detail {
+
+// off[b] for every tap column b: phase * wq + index offset within a channel's planar row.
+inline const std::size_t* tap_offsets(const ConvGeometry& g, const RowsLayout& l,
+                                      std::vector<std::size_t>& off) {
+  off.resize(g.kw);
+  for (std::size_t b = 0; b < g.kw; ++b) off[b] = (b * g.dw % g.sw) * l.wq + b * g.dw / g.sw;
+  return off.data();
+}
+
+// Rewrites x (N,H,W,C) as zero-padded planar rows, one padded row per parallel task.
+template <class T>
+void planarize_input(const ConvGeometry& g, const RowsLayout& l, const T* x, T* out) {
+  ::fusedcnn::detail::parallel_for(g.n * l.hp, [&](std::size_t r) {
+    T* dst = out + r * l.row;
+    std::fill_n(dst, l.row, T{0});
+    const std::size_t n = r / l.hp, hp = r % l.hp;
+    if (hp < g.pt || hp - g.pt >= g.h) return;
+    const T* src = x + (n * g.h + (hp - g.pt)) * g.w * g.c;
+    for (std::size_t c = 0; c < g.c; ++c)
+      for (std::size_t ph = 0; ph < g.sw; ++ph) {
+        // input columns w with (w + pl) % sw == ph land at index (w + pl) / sw of phase ph
+        const std::size_t w0 = (ph + g.sw - g.pl % g.sw) % g.sw;
+        if (w0 >= g.w) continue;
+        T* d = dst + c * l.chan + ph * l.wq + (w0 + g.pl) / g.sw;
+        const T* s = src + w0 * g.c + c;
+        const std::size_t cnt = (g.w - w0 + g.sw - 1) / g.sw, step = g.sw * g.c;
+        for (std::size_t i = 0; i < cnt; ++i) d[i] = s[i * step];
+      }
+  });
+}
+
+// Rewrites dz (N*Ho*Wo, K) as [N*Ho][K][wo_pad], zero past Wo.
+template <class T>
+void planarize_dz(const ConvGeometry& g, const RowsLayout& l, const T* dz, T* out) {
+  ::fusedcnn::detail::parallel_for(g.n * g.ho, [&](std::size_t r) {
+    T* dst = out + r * g.k * l.wo_pad;
+    const T* src = dz + r * g.wo * g.k;
+    for (std::size_t k = 0; k < g.k; ++k) {
+      T* d = dst + k * l.wo_pad;
+      for (std::size_t i = 0; i < g.wo; ++i) d[i] = src[i * g.k + k];
+      std::fill(d + g.wo, d + l.wo_pad, T{0});
+    }
+  });
+}
+
+// The planar x: made anew by every forward (`fresh`), reused by the backward that follows
+// it when its x is the same buffer (the layer's cached copy, which only a forward rewrites).
+template <class T>
+const T* planar_input(const ConvGeometry& g, const RowsLayout& l, const T* x,
+                      ConvWorkspace<T>& ws, bool fresh) {
+  if (fresh || ws.planar_x_of != x || ws.planar_x.size() < g.n * l.hp * l.row) {
+    planarize_input(g, l, x, ensure_len(ws.planar_x, g.n * l.hp * l.row));
+    ws.planar_x_of = x;
+  }
+  return ws.planar_x.data();
+}
+
+// The planar dz: made anew by the weight gradient (`fresh`), reused by the data gradient
+// that follows it in the same backward, which then forgets it.
+template <class T>
+const T* planar_dz(const ConvGeometry& g, const RowsLayout& l, const T* dz,
+                   ConvWorkspace<T>& ws, bool fresh) {
+  if (fresh || ws.planar_dz_of != dz || ws.planar_dz.size() < g.n * g.ho * g.k * l.wo_pad) {
+    planarize_dz(g, l, dz, ensure_len(ws.planar_dz, g.n * g.ho * g.k * l.wo_pad));
+    ws.planar_dz_of = dz;
+  }
+  return ws.planar_dz.data();
+}
+
+}  // namespace detail
+
+// Packs HWIO weights per group as [group][tap][c][kg], output channel k scaled by scale[k]
+// when given; the forward and the data gradient read the same layout.
+template <class T>
+void pack_rows_weights(const ConvGeometry& g, const T* w, const T* scale, ConvWorkspace<T>& ws) {
+  const std::size_t cg = g.cg(), kg = g.kg(), taps = g.taps(), K = g.k;
+  T* out = detail::ensure_len(ws.packed, g.groups * taps * cg * kg);
+  for (std::size_t gi = 0; gi < g.groups; ++gi)
+    for (std::size_t t = 0; t < taps; ++t)
+      for (std::size_t c = 0; c < cg; ++c)
+        for (std::size_t kk = 0; kk < kg; ++kk) {
+          const std::size_t k = gi * kg + kk;
+          const T v = w[(t * cg + c) * K + k];
+          *out++ = scale ? v * scale[k] : v;
+        }
+}
+
+// Forward through the row kernels; tiles of one output row's pixels go to epi(TileInfo),
+// in row order within each chunk, as the statistics epilogue requires.
+template <class T, class Epi>
+void rows_forward(const ConvGeometry& g, const ConvPlan& plan, const T* x, ConvWorkspace<T>& ws,
+                  Epi& epi) {
+  constexpr std::size_t L = kernels::RowVec<T>::lanes;
+  const RowsLayout l = rows_layout<T>(g, plan);
+  const T* planar = detail::planar_input(g, l, x, ws, true);
+  const kernels::RowTaps taps{g.kh, g.kw, g.cg(), l.chan, detail::tap_offsets(g, l, ws.offsets)};
+  const std::size_t cg = g.cg(), kg = g.kg(), px = plan.row_nv * L;
+  const std::size_t per_chunk = plan.chunk_rows / g.wo, out_rows = g.n * g.ho;
+  ws.rows.resize(::fusedcnn::detail::max_threads() * g.kh);
+  ::fusedcnn::detail::parallel_for(plan.chunks, [&](std::size_t chunk) {
+    const T** rows = ws.rows.data() + ::fusedcnn::detail::thread_index() * g.kh;
+    alignas(64) T acc[kernels::row_max_kb * kernels::row_max_nv<T> * L];
+    const std::size_t r1 = std::min(out_rows, (chunk + 1) * per_chunk);
+    for (std::size_t r = chunk * per_chunk; r < r1; ++r) {
+      const std::size_t n = r / g.ho, ho = r % g.ho;
+      for (std::size_t gi = 0; gi < g.groups; ++gi) {
+        for (std::size_t a = 0; a < g.kh; ++a)
+          rows[a] = planar + (n * l.hp + ho * g.sh + a * g.dh) * l.row + gi * cg * l.chan;
+        for (std::size_t kb0 = 0; kb0 < kg; kb0 += kernels::row_max_kb) {
+          const std::size_t kb = std::min(kernels::row_max_kb, kg - kb0);
+          const T* w = ws.packed.data() + gi * g.taps() * cg * kg + kb0;
+          for (std::size_t wo0 = 0; wo0 < g.wo; wo0 += px) {
+            const std::size_t m = std::min(px, g.wo - wo0);
+            kernels::with_row_tile<T>(kb, plan.row_nv, [&]<std::size_t KB, std::size_t NV>() {
+              kernels::row_fwd<T, KB, NV>(taps, rows, wo0, w, kg, acc);
+            });
+            // channel-major tile: element (i, k) at acc[k * px + i]
+            epi(kernels::TileInfo<T>{acc, 1, m, kb, r * g.wo + wo0, gi * kg + kb0, chunk,
+                                     chunk * plan.chunk_rows, px});
+          }
+        }
+      }
+    }
+  });
+}
+
+// Data gradient through the row kernels: each input row (a parallel task) gathers the output
+// rows that read it, scatters their dz into a planar row scratch, then writes dx. Overwrites dx.
+template <class T>
+void rows_backward_data(const ConvGeometry& g, const ConvPlan& plan, const T* dz, T* dx,
+                        ConvWorkspace<T>& ws) {
+  constexpr std::size_t L = kernels::RowVec<T>::lanes;
+  const RowsLayout l = rows_layout<T>(g, plan);
+  const T* dzp = detail::planar_dz(g, l, dz, ws, false);
+  const kernels::RowTaps taps{g.kh, g.kw, g.cg(), l.chan, detail::tap_offsets(g, l, ws.offsets)};
+  const std::size_t cg = g.cg(), kg = g.kg(), px = plan.row_nv * L;
+  T* scratch = detail::ensure_len(ws.scratch, ::fusedcnn::detail::max_threads() * l.row);
+  ::fusedcnn::detail::parallel_for(g.n * g.h, [&](std::size_t q) {
+    T* buf = scratch + ::fusedcnn::detail::thread_index() * l.row;
+    std::fill_n(buf, l.row, T{0});
+    const std::size_t n = q / g.h, hp = q % g.h + g.pt;
+    for (std::size_t a = 0; a < g.kh; ++a) {
+      const std::size_t oa = a * g.dh;
+      if (hp < oa || (hp - oa) % g.sh != 0 || (hp - oa) / g.sh >= g.ho) continue;
+      const std::size_t r = n * g.ho + (hp - oa) / g.sh;
+      for (std::size_t gi = 0; gi < g.groups; ++gi)
+        for (std::size_t kb0 = 0; kb0 < kg; kb0 += kernels::row_max_kb) {
+          const std::size_t kb = std::min(kernels::row_max_kb, kg - kb0);
+          const T* w = ws.packed.data() + gi * g.taps() * cg * kg + kb0;
+          const T* src = dzp + (r * g.k + gi * kg + kb0) * l.wo_pad;
+          for (std::size_t wo0 = 0; wo0 < g.wo; wo0 += px)
+            kernels::with_row_tile<T>(kb, plan.row_nv, [&]<std::size_t KB, std::size_t NV>() {
+              kernels::row_bwd_data<T, KB, NV>(taps, a, src + wo0, l.wo_pad, w, kg,
+                                               buf + gi * cg * l.chan + wo0);
+            });
+        }
+    }
+    T* out = dx + q * g.w * g.c;
+    for (std::size_t c = 0; c < g.c; ++c)
+      for (std::size_t ph = 0; ph < g.sw; ++ph) {
+        const std::size_t w0 = (ph + g.sw - g.pl % g.sw) % g.sw;
+        if (w0 >= g.w) continue;
+        const T* s = buf + c * l.chan + ph * l.wq + (w0 + g.pl) / g.sw;
+        T* d = out + w0 * g.c + c;
+        const std::size_t cnt = (g.w - w0 + g.sw - 1) / g.sw, step = g.sw * g.c;
+        for (std::size_t i = 0; i < cnt; ++i) d[i * step] = s[i];
+      }
+  });
+  ws.planar_dz_of = nullptr;  // the next backward's dz may live at the same address
+}
+
+// Weight gradient through the row kernels: per chunk of output rows, every (tap, input
+// channel, output-channel block) is one reduction; chunk partials are added in order.
+template <class T>
+void rows_backward_weights(const ConvGeometry& g, const T* x, const T* dz, T* dw,
+                           ConvWorkspace<T>& ws) {
+  const ConvPlan plan = plan_rows<T>(g);
+  const RowsLayout l = rows_layout<T>(g, plan);
+  const T* planar = detail::planar_input(g, l, x, ws, false);
+  const T* dzp = detail::planar_dz(g, l, dz, ws, true);
+  const std::size_t* off = detail::tap_offsets(g, l, ws.offsets);
+  const std::size_t cg = g.cg(), kg = g.kg(), K = g.k, taps = g.taps();
+  const std::size_t wsize = taps * cg * K, per_chunk = plan.chunk_rows / g.wo;
+  const std::size_t out_rows = g.n * g.ho, nchunks = plan.chunks;
+  T* partial = detail::ensure_len(ws.partial, nchunks * wsize);
+  ws.rows.resize(::fusedcnn::detail::max_threads() * 2 * per_chunk);
+  ::fusedcnn::detail::parallel_for(nchunks, [&](std::size_t ci) {
+    const T** xr = ws.rows.data() + ::fusedcnn::detail::thread_index() * 2 * per_chunk;
+    const T** dr = xr + per_chunk;
+    T* acc = partial + ci * wsize;
+    const std::size_t r0 = ci * per_chunk, nr = std::min(out_rows, r0 + per_chunk) - r0;
+    for (std::size_t a = 0; a < g.kh; ++a)
+      for (std::size_t b = 0; b < g.kw; ++b)
+        for (std::size_t gi = 0; gi < g.groups; ++gi)
+          for (std::size_t c = 0; c < cg; ++c) {
+            for (std::size_t i = 0; i < nr; ++i) {
+              const std::size_t n = (r0 + i) / g.ho, ho = (r0 + i) % g.ho;
+              xr[i] = planar + (n * l.hp + ho * g.sh + a * g.dh) * l.row +
+                      (gi * cg + c) * l.chan + off[b];
+            }
+            for (std::size_t kb0 = 0; kb0 < kg; kb0 += kernels::row_max_kb) {
+              const std::size_t kb = std::min(kernels::row_max_kb, kg - kb0);
+              for (std::size_t i = 0; i < nr; ++i)
+                dr[i] = dzp + ((r0 + i) * K + gi * kg + kb0) * l.wo_pad;
+              T* sums = acc + ((a * g.kw + b) * cg + c) * K + gi * kg + kb0;
+              kernels::with_row_kb(kb, [&]<std::size_t KB>() {
+                kernels::row_bwd_weights<T, KB>(nr, xr, dr, l.wo_pad, g.wo, sums);
+              });
+            }
+          }
+  });
+  constexpr std::size_t rblock = 1024;
+  ::fusedcnn::detail::parallel_for((wsize + rblock - 1) / rblock, [&](std::size_t bi) {
+    const std::size_t e1 = std::min(wsize, (bi + 1) * rblock);
+    for (std::size_t e = bi * rblock; e < e1; ++e) {
+      T s = partial[e];
+      for (std::size_t ci = 1; ci < nchunks; ++ci) s += partial[ci * wsize + e];
+      dw[e] += s;
+    }
+  });
+}
+
+}  // namespace fusedcnn::ops

@@ -1,0 +1,133 @@
+// The shapes of one convolution, the scratch it reuses, and the plan that says which kernel
+// family runs it and how its output rows are split into fixed reduction chunks.
+#pragma once
+
+#include <array>
+#include <cstddef>
+#include <vector>
+
+#include "fusedcnn/core/options.hpp"
+#include "fusedcnn/core/tensor.hpp"
+#include "fusedcnn/kernels/igemm.hpp"
+
+namespace fusedcnn::ops {
+
+// Everything about one convolution's shapes; padding already resolved to explicit sides.
+struct ConvGeometry {
+  std::size_t n = 0, h = 0, w = 0, c = 0;  // input
+  std::size_t ho = 0, wo = 0, k = 0;       // output
+  std::size_t kh = 1, kw = 1, sh = 1, sw = 1, dh = 1, dw = 1;
+  std::size_t pt = 0, pb = 0, pl = 0, pr = 0;
+  std::size_t groups = 1;
+
+  std::size_t cg() const noexcept { return c / groups; }
+  std::size_t kg() const noexcept { return k / groups; }
+  std::size_t taps() const noexcept { return kh * kw; }
+  std::size_t pixels() const noexcept { return n * ho * wo; }
+  std::size_t in_pixels() const noexcept { return n * h * w; }
+  Shape<4> in_shape() const noexcept { return {n, h, w, c}; }
+  Shape<4> out_shape() const noexcept { return {n, ho, wo, k}; }
+  Shape<4> weight_shape() const noexcept { return {kh, kw, cg(), k}; }
+  double flops() const noexcept {
+    return 2.0 * static_cast<double>(pixels()) * static_cast<double>(k) *
+           static_cast<double>(taps() * cg());
+  }
+};
+
+namespace detail {
+// Padding {before, after} along one axis for the given mode; TensorFlow's rule for `same`.
+inline std::array<std::size_t, 2> resolve_padding(PaddingMode mode, std::size_t before,
+                                                  std::size_t after, std::size_t in,
+                                                  std::size_t extent, std::size_t stride) {
+  switch (mode) {
+    case PaddingMode::valid:
+      return {0, 0};
+    case PaddingMode::same: {
+      const std::size_t out = (in + stride - 1) / stride;
+      const std::size_t need = (out ? out - 1 : 0) * stride + extent;
+      const std::size_t total = need > in ? need - in : 0;
+      return {total / 2, total - total / 2};
+    }
+    case PaddingMode::explicit_sides:
+      break;
+  }
+  return {before, after};
+}
+
+// Output extent along one axis; 0 when the dilated kernel does not fit the padded input.
+inline std::size_t out_extent(std::size_t in, std::size_t before, std::size_t after,
+                              std::size_t extent, std::size_t stride) {
+  const std::size_t padded = in + before + after;
+  return padded < extent ? 0 : (padded - extent) / stride + 1;
+}
+}  // namespace detail
+
+// Geometry of x (N,H,W,C) convolved to `out_channels`. Options are assumed valid (nn/ checks
+// them first); ho or wo is 0 when the kernel does not fit.
+inline ConvGeometry make_geometry(const Shape<4>& x, std::size_t out_channels,
+                                  const Conv2DOptions& o) {
+  ConvGeometry g;
+  g.n = x[0], g.h = x[1], g.w = x[2], g.c = x[3], g.k = out_channels;
+  g.kh = o.kernel[0], g.kw = o.kernel[1];
+  g.sh = o.stride[0], g.sw = o.stride[1];
+  g.dh = o.dilation[0], g.dw = o.dilation[1];
+  g.groups = o.groups;
+  const std::size_t eh = g.dh * (g.kh - 1) + 1, ew = g.dw * (g.kw - 1) + 1;
+  const auto [pt, pb] =
+      detail::resolve_padding(o.padding.mode, o.padding.top, o.padding.bottom, g.h, eh, g.sh);
+  const auto [pl, pr] =
+      detail::resolve_padding(o.padding.mode, o.padding.left, o.padding.right, g.w, ew, g.sw);
+  g.pt = pt, g.pb = pb, g.pl = pl, g.pr = pr;
+  g.ho = detail::out_extent(g.h, pt, pb, eh, g.sh);
+  g.wo = detail::out_extent(g.w, pl, pr, ew, g.sw);
+  return g;
+}
+
+// Scratch a convolution reuses from call to call (owned by the layer, never by the op).
+template <class T>
+struct ConvWorkspace {
+  Tensor<T, 1> packed;             // weights packed for the kernel family of the plan
+  Tensor<T, 1> zeros;              // the shared zero row padding points at
+  Tensor<T, 1> partial;            // per-chunk weight-gradient partial sums
+  Tensor<double, 1> bias_partial;  // per-chunk bias-gradient partial sums
+  std::vector<const T*> rows;      // per-thread row pointers of one tile
+  // Row family only: planar copies of x and dz, per-thread row scratch, tap offsets.
+  Tensor<T, 1> planar_x, planar_dz, scratch;
+  const T* planar_x_of = nullptr;   // the x planar_x was made from (forward sets it)
+  const T* planar_dz_of = nullptr;  // the dz planar_dz was made from (one backward)
+  std::vector<std::size_t> offsets;
+};
+
+// Tiles per reduction chunk of the forward/backward-data drivers: fixed, so per-chunk partial
+// sums (the fused statistics epilogue) never depend on the thread count.
+inline constexpr std::size_t igemm_tiles_per_chunk = 16;
+
+// How one convolution pass is run: by the igemm family (register tile `tile`) or by the row
+// family (`row_nv` vectors of pixels per tile), and its rows grouped in reduction chunks:
+// chunk c holds rows [c * chunk_rows, (c + 1) * chunk_rows), a function of the shape alone.
+struct ConvPlan {
+  bool by_rows = false;
+  kernels::TileShape tile{};
+  std::size_t row_nv = 0;
+  std::size_t rows = 0;        // M: output pixels (forward) or input pixels (backward-data)
+  std::size_t chunk_rows = 0;  // rows per chunk
+  std::size_t chunks = 0;
+};
+
+namespace detail {
+
+// Grows the shared zero row to at least len elements.
+template <class T>
+void ensure_zeros(ConvWorkspace<T>& ws, std::size_t len) {
+  if (ws.zeros.size() < len) ws.zeros = Tensor<T, 1>({len});
+}
+
+// Grows t to at least len elements (contents not kept) and returns its data.
+template <class T>
+T* ensure_len(Tensor<T, 1>& t, std::size_t len) {
+  if (t.size() < len) t = Tensor<T, 1>({len}, ::fusedcnn::detail::uninitialized);
+  return t.data();
+}
+
+}  // namespace detail
+}  // namespace fusedcnn::ops
