@@ -49,7 +49,12 @@ struct BiasStatsEpilogue {
     for (std::size_t j = 0; j < t.n; ++j) {
       const T b = bias ? bias[t.k0 + j] : T{0};
       T mean, m2, sd;
-      channel_moments(t.data + j * t.cs, t.ld, t.m, b, z + t.p0 * K + t.k0 + j, K, mean, m2, sd);
+      T* dst = z + t.p0 * K + t.k0 + j;
+      if (t.ld == 1) {  // channel-major tile: the loads are contiguous and vectorise
+        channel_moments<1>(t.data + j * t.cs, 1, t.m, b, dst, K, mean, m2, sd);
+      } else {
+        channel_moments<0>(t.data + j * t.cs, t.ld, t.m, b, dst, K, mean, m2, sd);
+      }
       const double tm2 = static_cast<double>(m2) - static_cast<double>(sd) * static_cast<double>(sd) / nb;
       const double delta = static_cast<double>(mean) - smean[j];
       smean[j] += delta * (nb / nt);
@@ -61,8 +66,11 @@ struct BiasStatsEpilogue {
   // Stores v_i = src[i*ld] + b to dst[i*ldd] and returns their mean, sum of squared
   // deviations and sum of deviations; eight interleaved partial sums keep the adds
   // independent (a single running sum would serialise on the add latency).
-  static void channel_moments(const T* src, std::size_t ld, std::size_t m, T b, T* dst,
+  // LD, when nonzero, is ld known at compile time.
+  template <std::size_t LD>
+  static void channel_moments(const T* src, std::size_t ld_, std::size_t m, T b, T* dst,
                               std::size_t ldd, T& mean, T& m2, T& sd) noexcept {
+    const std::size_t ld = LD ? LD : ld_;
     constexpr std::size_t U = 8;
     T s[U] = {};
     std::size_t i = 0;

@@ -5,8 +5,9 @@
 // Bwd data: dX[q, c] = sum_(t, k) dZ[row'(q, t), k] * W[t, c, k]     (a transposed convolution)
 // Bwd wts:  dW[t, c, k] = sum_p X[row(p, t), c] * dZ[p, k]           (a GEMM over pixels)
 // Forward and backward-data share the igemm micro-kernel; rows point at a zero row for padding.
-// Groups with few output channels go to the row family instead (ops/conv2d_rows.hpp): the
-// plan records the choice, and every entry point below dispatches on it.
+// Depthwise convolutions go to their own drivers (ops/conv2d_depthwise.hpp) and other groups
+// with few output channels to the row family (ops/conv2d_rows.hpp): the plan records the
+// choice, made from the shape alone, and every entry point below dispatches on it.
 #pragma once
 
 #include <algorithm>
@@ -20,6 +21,7 @@
 #include "fusedcnn/core/threading.hpp"
 #include "fusedcnn/kernels/igemm.hpp"
 #include "fusedcnn/kernels/tile.hpp"
+#include "fusedcnn/ops/conv2d_depthwise.hpp"
 #include "fusedcnn/ops/conv2d_rows.hpp"
 #include "fusedcnn/ops/conv_geometry.hpp"
 
@@ -39,6 +41,7 @@ ConvPlan plan_igemm(std::size_t rows, std::size_t n_per_group) noexcept {
 // The forward convolution's plan: rows are output pixels, columns output channels.
 template <class T>
 ConvPlan plan_forward(const ConvGeometry& g) noexcept {
+  if (use_depthwise(g)) return plan_depthwise(g);
   if (use_rows<T>(g)) return plan_rows<T>(g);
   return plan_igemm<T>(g.pixels(), g.kg());
 }
@@ -103,6 +106,7 @@ void pack_panels(std::size_t groups, std::size_t taps, std::size_t kc, std::size
 template <class T>
 void pack_forward_weights(const ConvGeometry& g, const ConvPlan& plan, const T* w,
                           const T* scale, ConvWorkspace<T>& ws) {
+  if (plan.by_depthwise) return pack_depthwise_weights(g, w, scale, ws);
   if (plan.by_rows) return pack_rows_weights(g, w, scale, ws);
   const std::size_t cg = g.cg(), kg = g.kg(), K = g.k;
   detail::pack_panels<T>(
@@ -120,6 +124,7 @@ void pack_forward_weights(const ConvGeometry& g, const ConvPlan& plan, const T* 
 template <class T, class Epi>
 void conv2d_forward(const ConvGeometry& g, const ConvPlan& plan, const T* x,
                     ConvWorkspace<T>& ws, Epi&& epi) {
+  if (plan.by_depthwise) return depthwise_forward(g, plan, x, ws, epi);
   if (plan.by_rows) return rows_forward(g, plan, x, ws, epi);
   detail::ensure_zeros(ws, g.c);
   const T* zero = ws.zeros.data();
@@ -149,6 +154,7 @@ void conv2d_forward(const ConvGeometry& g, const ConvPlan& plan, const T* x,
 // The data-gradient plan: rows are input pixels, columns input channels.
 template <class T>
 ConvPlan plan_backward_data(const ConvGeometry& g) noexcept {
+  if (use_depthwise(g)) return plan_depthwise(g);
   if (use_rows<T>(g)) return plan_rows<T>(g);
   return plan_igemm<T>(g.in_pixels(), g.cg());
 }
@@ -158,6 +164,7 @@ ConvPlan plan_backward_data(const ConvGeometry& g) noexcept {
 template <class T>
 void pack_backward_data_weights(const ConvGeometry& g, const ConvPlan& plan, const T* w,
                                 ConvWorkspace<T>& ws) {
+  if (plan.by_depthwise) return pack_depthwise_weights(g, w, static_cast<const T*>(nullptr), ws);
   if (plan.by_rows) return pack_rows_weights(g, w, static_cast<const T*>(nullptr), ws);
   const std::size_t cg = g.cg(), kg = g.kg(), K = g.k;
   detail::pack_panels<T>(
@@ -174,6 +181,7 @@ void pack_backward_data_weights(const ConvGeometry& g, const ConvPlan& plan, con
 template <class T>
 void conv2d_backward_data(const ConvGeometry& g, const ConvPlan& plan, const T* dz, T* dx,
                           ConvWorkspace<T>& ws) {
+  if (plan.by_depthwise) return depthwise_backward_data(g, dz, ws.packed.data(), dx);
   if (plan.by_rows) return rows_backward_data(g, plan, dz, dx, ws);
   detail::ensure_zeros(ws, g.k);
   const T* zero = ws.zeros.data();
@@ -252,6 +260,7 @@ void for_exact_blocks(std::size_t cg, F&& f) {
 template <class T>
 void conv2d_backward_weights(const ConvGeometry& g, const T* x, const T* dz, T* dw,
                              ConvWorkspace<T>& ws) {
+  if (use_depthwise(g)) return depthwise_backward_weights(g, x, dz, dw, ws);
   if (use_rows<T>(g)) return rows_backward_weights(g, x, dz, dw, ws);
   constexpr std::size_t MR = kernels::DwTile<T>::mr, NR = kernels::DwTile<T>::nr;
   constexpr std::size_t block = 256;  // pixels per block of row pointers: 9 taps = 18 KiB
@@ -338,8 +347,9 @@ template <class T>
 void conv2d_backward_bias(const ConvGeometry& g, const T* dz, T* db, ConvWorkspace<T>& ws) {
   const std::size_t P = g.pixels(), K = g.k;
   if (K >= 16) {
-    std::vector<double> s(K);
-    detail::column_sums(dz, P, K, s.data(), ws.bias_partial);
+    if (ws.bias_sums.size() < K) ws.bias_sums = Tensor<double, 1>({K});
+    double* s = ws.bias_sums.data();
+    detail::column_sums(dz, P, K, s, ws.bias_partial);
     for (std::size_t k = 0; k < K; ++k) db[k] += static_cast<T>(s[k]);
     return;
   }

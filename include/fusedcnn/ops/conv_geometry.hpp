@@ -90,6 +90,7 @@ struct ConvWorkspace {
   Tensor<T, 1> zeros;              // the shared zero row padding points at
   Tensor<T, 1> partial;            // per-chunk weight-gradient partial sums
   Tensor<double, 1> bias_partial;  // per-chunk bias-gradient partial sums
+  Tensor<double, 1> bias_sums;     // their per-channel totals
   std::vector<const T*> rows;      // per-thread row pointers of one tile
   // Row family only: planar copies of x and dz, per-thread row scratch, tap offsets.
   Tensor<T, 1> planar_x, planar_dz, scratch;
@@ -102,11 +103,12 @@ struct ConvWorkspace {
 // sums (the fused statistics epilogue) never depend on the thread count.
 inline constexpr std::size_t igemm_tiles_per_chunk = 16;
 
-// How one convolution pass is run: by the igemm family (register tile `tile`) or by the row
-// family (`row_nv` vectors of pixels per tile), and its rows grouped in reduction chunks:
+// How one convolution pass is run: by the igemm family (register tile `tile`), the row
+// family (`row_nv` vectors of pixels per tile) or the depthwise drivers, and its rows grouped in reduction chunks:
 // chunk c holds rows [c * chunk_rows, (c + 1) * chunk_rows), a function of the shape alone.
 struct ConvPlan {
   bool by_rows = false;
+  bool by_depthwise = false;
   kernels::TileShape tile{};
   std::size_t row_nv = 0;
   std::size_t rows = 0;        // M: output pixels (forward) or input pixels (backward-data)
