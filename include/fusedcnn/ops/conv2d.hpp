@@ -128,8 +128,13 @@ void conv2d_forward(const ConvGeometry& g, const ConvPlan& plan, const T* x,
   if (plan.by_rows) return rows_forward(g, plan, x, ws, epi);
   detail::ensure_zeros(ws, g.c);
   const T* zero = ws.zeros.data();
+  const bool gemm = g.pointwise();
   auto build = [&](std::size_t p0, std::size_t m, const T** rows, auto mr) {
     constexpr std::size_t MR = decltype(mr)::value;
+    if (gemm) {  // a plain GEMM over pixels: output pixel p reads input pixel p
+      for (std::size_t i = 0; i < MR; ++i) rows[i] = x + (p0 + std::min(i, m - 1)) * g.c;
+      return;
+    }
     for (std::size_t i = 0; i < MR; ++i) {
       const std::size_t p = p0 + std::min(i, m - 1);  // short tile: repeat the last row
       const std::size_t wo = p % g.wo, ho = (p / g.wo) % g.ho, n = p / (g.wo * g.ho);
@@ -185,8 +190,13 @@ void conv2d_backward_data(const ConvGeometry& g, const ConvPlan& plan, const T* 
   if (plan.by_rows) return rows_backward_data(g, plan, dz, dx, ws);
   detail::ensure_zeros(ws, g.k);
   const T* zero = ws.zeros.data();
+  const bool gemm = g.pointwise();
   auto build = [&](std::size_t q0, std::size_t m, const T** rows, auto mr) {
     constexpr std::size_t MR = decltype(mr)::value;
+    if (gemm) {  // dX = dZ W^T, a plain GEMM: input pixel q was read by output pixel q only
+      for (std::size_t i = 0; i < MR; ++i) rows[i] = dz + (q0 + std::min(i, m - 1)) * g.k;
+      return;
+    }
     for (std::size_t i = 0; i < MR; ++i) {
       const std::size_t q = q0 + std::min(i, m - 1);
       const std::size_t w = q % g.w, h = (q / g.w) % g.h, n = q / (g.w * g.h);

@@ -28,6 +28,10 @@ struct ConvGeometry {
   Shape<4> in_shape() const noexcept { return {n, h, w, c}; }
   Shape<4> out_shape() const noexcept { return {n, ho, wo, k}; }
   Shape<4> weight_shape() const noexcept { return {kh, kw, cg(), k}; }
+  // A 1x1, stride-1, unpadded convolution: a plain GEMM over pixels.
+  bool pointwise() const noexcept {
+    return kh == 1 && kw == 1 && sh == 1 && sw == 1 && pt + pb + pl + pr == 0;
+  }
   double flops() const noexcept {
     return 2.0 * static_cast<double>(pixels()) * static_cast<double>(k) *
            static_cast<double>(taps() * cg());
