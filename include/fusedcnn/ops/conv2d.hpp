@@ -48,35 +48,47 @@ ConvPlan plan_forward(const ConvGeometry& g) noexcept {
 
 namespace detail {
 
+// Packed weights per column block: panels of one block stay in L2 (about 256 KiB) while
+// every tile of a chunk passes over them.
+inline constexpr std::size_t igemm_block_bytes = 256 * 1024;
+
 // Runs the igemm kernel over every tile of the plan, every group and every NR-wide panel.
-// Chunks of tiles are the unit of parallel work; build(p0, rows) fills a tile's row pointers,
-// and epi(TileInfo) receives each finished tile.
+// Work items are (chunk, column block) pairs, so a chunk's row pointers are built once per
+// block and each panel meets all of the chunk's tiles while it is in cache; many channels on
+// few pixels still split across threads. For any one channel, tiles reach epi(TileInfo) in
+// row order within a chunk, whatever the thread count. build(p0, m, rows) fills a tile's row
+// pointers.
 template <class T, std::size_t MR, std::size_t NR, class Build, class Epi>
 void igemm_driver(const ConvPlan& plan, std::size_t taps, std::size_t kc, std::size_t groups,
                   std::size_t n_per_group, const T* packed, ConvWorkspace<T>& ws, Build& build,
                   Epi& epi) {
-  const std::size_t m_total = plan.rows;
-  const std::size_t panels = (n_per_group + NR - 1) / NR;
+  const std::size_t panels = (n_per_group + NR - 1) / NR, all_panels = groups * panels;
   const std::size_t panel_len = taps * kc * NR;
-  const std::size_t per_thread = taps * MR;
+  const std::size_t per_block =
+      std::max<std::size_t>(1, igemm_block_bytes / (panel_len * sizeof(T)));
+  const std::size_t blocks = (all_panels + per_block - 1) / per_block;
+  const std::size_t tiles = (plan.chunk_rows + MR - 1) / MR, tile_len = taps * MR;
+  const std::size_t per_thread = tiles * tile_len;
   ws.rows.resize(::fusedcnn::detail::max_threads() * per_thread);
-  ::fusedcnn::detail::parallel_for(plan.chunks, [&](std::size_t chunk) {
+  ::fusedcnn::detail::parallel_for(plan.chunks * blocks, [&](std::size_t item) {
+    const std::size_t chunk = item / blocks, blk = item % blocks;
     const T** rows = ws.rows.data() + ::fusedcnn::detail::thread_index() * per_thread;
     const std::size_t chunk_p0 = chunk * plan.chunk_rows;
-    const std::size_t end = std::min(m_total, chunk_p0 + plan.chunk_rows);
-    for (std::size_t p0 = chunk_p0; p0 < end; p0 += MR) {
-      const std::size_t m = std::min(MR, end - p0);
-      build(p0, m, rows, std::integral_constant<std::size_t, MR>{});
-      for (std::size_t g = 0; g < groups; ++g)
-        for (std::size_t j = 0; j < panels; ++j) {
-          const std::size_t col0 = j * NR, n = std::min(NR, n_per_group - col0);
-          kernels::igemm<T, MR, NR>(
-              taps, kc, rows, packed + (g * panels + j) * panel_len, g * kc, m, n,
-              [&](const T* t, std::size_t mm, std::size_t nn) {
-                epi(kernels::TileInfo<T>{t, NR, mm, nn, p0, g * n_per_group + col0, chunk,
-                                         chunk_p0});
-              });
-        }
+    const std::size_t end = std::min(plan.rows, chunk_p0 + plan.chunk_rows);
+    for (std::size_t p0 = chunk_p0, ti = 0; p0 < end; p0 += MR, ++ti)
+      build(p0, std::min(MR, end - p0), rows + ti * tile_len,
+            std::integral_constant<std::size_t, MR>{});
+    const std::size_t q1 = std::min(all_panels, (blk + 1) * per_block);
+    for (std::size_t q = blk * per_block; q < q1; ++q) {
+      const std::size_t g = q / panels, col0 = (q % panels) * NR;
+      const std::size_t n = std::min(NR, n_per_group - col0);
+      for (std::size_t p0 = chunk_p0, ti = 0; p0 < end; p0 += MR, ++ti)
+        kernels::igemm<T, MR, NR>(
+            taps, kc, rows + ti * tile_len, packed + q * panel_len, g * kc,
+            std::min(MR, end - p0), n, [&](const T* t, std::size_t mm, std::size_t nn) {
+              epi(kernels::TileInfo<T>{t, NR, mm, nn, p0, g * n_per_group + col0, chunk,
+                                       chunk_p0});
+            });
     }
   });
 }
