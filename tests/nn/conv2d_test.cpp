@@ -1,0 +1,127 @@
+// Conv2D against the naive double reference over random shapes and every option.
+#include <catch2/catch.hpp>
+
+#include <fusedcnn/fusedcnn.hpp>
+
+#include "reference/reference.hpp"
+#include "support.hpp"
+
+using fusedcnn::Conv2D;
+using fusedcnn::Tensor;
+
+namespace {
+template <class T>
+constexpr double tol() {
+  return sizeof(T) == 4 ? 1e-5 : 1e-12;
+}
+}  // namespace
+
+TEMPLATE_TEST_CASE("Conv2D forward and backward match the reference on 200 random shapes",
+                   "[conv2d][random]", float, double) {
+  std::mt19937_64 rng(sizeof(TestType) == 4 ? 101 : 202);
+  double worst = 0;
+  for (int i = 0; i < 200; ++i) {
+    const support::ConvCase cc = support::random_conv(rng);
+    INFO("case " << i << ": " << cc.str());
+    Conv2D<TestType> conv(cc.c, cc.k, cc.opts);
+    support::fill(conv.weight(), rng);
+    if (cc.opts.bias) support::fill(conv.bias(), rng);
+    Tensor<TestType> x({cc.n, cc.h, cc.w, cc.c});
+    support::fill(x, rng);
+    const ref::Conv p = cc.problem();
+    const ref::Vec xr = ref::to_vec(x), wr = ref::to_vec(conv.weight());
+    const ref::Vec br = cc.opts.bias ? ref::to_vec(conv.bias()) : ref::Vec{};
+
+    // Odd calls use the caller-buffer overloads, with buffers of the wrong shape to resize.
+    Tensor<TestType> y({1, 1, 1, 1}), dx({2, 1, 1, 1});
+    if (i % 2) {
+      conv.forward(x, y);
+    } else {
+      y = conv.forward(x);
+    }
+    REQUIRE(y.shape() == fusedcnn::Shape<4>{cc.n, p.ho(), p.wo(), cc.k});
+    const double ey = ref::rel_err(y, ref::conv_forward(p, xr, wr, br));
+
+    Tensor<TestType> dy(y.shape());
+    support::fill(dy, rng);
+    if (i % 2) {
+      conv.backward(dy, dx);
+    } else {
+      dx = conv.backward(dy);
+    }
+    const ref::ConvGrads g = ref::conv_backward(p, xr, wr, ref::to_vec(dy));
+    const double edx = ref::rel_err(dx, g.dx), edw = ref::rel_err(conv.weight_grad(), g.dw);
+    const double edb = cc.opts.bias ? ref::rel_err(conv.bias_grad(), g.db) : 0.0;
+    CHECK(ey <= tol<TestType>());
+    CHECK(edx <= tol<TestType>());
+    CHECK(edw <= tol<TestType>());
+    CHECK(edb <= tol<TestType>());
+    worst = std::max({worst, ey, edx, edw, edb});
+  }
+  WARN("Conv2D<" << (sizeof(TestType) == 4 ? "float" : "double") << "> worst relative error " << worst);
+}
+
+TEMPLATE_TEST_CASE("Conv2D gradients accumulate over backward calls until zero_grad",
+                   "[conv2d]", float, double) {
+  std::mt19937_64 rng(7);
+  for (int i = 0; i < 20; ++i) {
+    const support::ConvCase cc = support::random_conv(rng);
+    INFO(cc.str());
+    Conv2D<TestType> conv(cc.c, cc.k, cc.opts);
+    Tensor<TestType> x({cc.n, cc.h, cc.w, cc.c});
+    support::fill(x, rng);
+    const Tensor<TestType> y = conv.forward(x);
+    Tensor<TestType> dy(y.shape());
+    support::fill(dy, rng);
+    const ref::Conv p = cc.problem();
+    const ref::ConvGrads g = ref::conv_backward(p, ref::to_vec(x), ref::to_vec(conv.weight()), ref::to_vec(dy));
+    conv.backward(dy);
+    conv.backward(dy);
+    ref::Vec twice = g.dw;
+    for (double& v : twice) v *= 2;
+    CHECK(ref::rel_err(conv.weight_grad(), twice) <= tol<TestType>());
+    if (cc.opts.bias) {
+      ref::Vec db2 = g.db;
+      for (double& v : db2) v *= 2;
+      CHECK(ref::rel_err(conv.bias_grad(), db2) <= tol<TestType>());
+    }
+    conv.zero_grad();
+    for (std::size_t j = 0; j < conv.weight_grad().size(); ++j) REQUIRE(conv.weight_grad().data()[j] == 0);
+    conv.backward(dy);
+    CHECK(ref::rel_err(conv.weight_grad(), g.dw) <= tol<TestType>());
+  }
+}
+
+TEST_CASE("Conv2D on larger shapes exercises every kernel family", "[conv2d][families]") {
+  // igemm wide/narrow tiles, the row family, depthwise and pointwise paths, several chunks.
+  struct Shape {
+    std::size_t n, h, w, c, k, kh, stride, groups;
+  };
+  const Shape shapes[] = {{2, 19, 23, 37, 70, 3, 1, 1}, {1, 31, 29, 3, 5, 3, 2, 1},
+                          {2, 17, 41, 24, 24, 3, 1, 24}, {2, 16, 16, 64, 48, 1, 1, 1},
+                          {1, 40, 37, 2, 2, 5, 1, 1},    {2, 13, 13, 12, 18, 3, 1, 6}};
+  std::mt19937_64 rng(11);
+  for (const Shape& s : shapes) {
+    fusedcnn::Conv2DOptions o;
+    o.kernel = {s.kh, s.kh};
+    o.stride = {s.stride, s.stride};
+    o.padding = fusedcnn::Padding::same();
+    o.groups = s.groups;
+    const support::ConvCase cc{s.n, s.h, s.w, s.c, s.k, o};
+    INFO(cc.str());
+    Conv2D<float> conv(s.c, s.k, o);
+    Tensor<float> x({s.n, s.h, s.w, s.c});
+    support::fill(x, rng);
+    const Tensor<float> y = conv.forward(x);
+    Tensor<float> dy(y.shape());
+    support::fill(dy, rng);
+    const Tensor<float> dx = conv.backward(dy);
+    const ref::Conv p = cc.problem();
+    const ref::Vec xr = ref::to_vec(x), wr = ref::to_vec(conv.weight());
+    CHECK(ref::rel_err(y, ref::conv_forward(p, xr, wr, ref::to_vec(conv.bias()))) <= 1e-5);
+    const ref::ConvGrads g = ref::conv_backward(p, xr, wr, ref::to_vec(dy));
+    CHECK(ref::rel_err(dx, g.dx) <= 1e-5);
+    CHECK(ref::rel_err(conv.weight_grad(), g.dw) <= 1e-5);
+    CHECK(ref::rel_err(conv.bias_grad(), g.db) <= 1e-5);
+  }
+}
