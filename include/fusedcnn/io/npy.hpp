@@ -131,7 +131,8 @@ Tensor<T, Rank> load_npy(const std::string& path) {
     throw io_error(detail::cat("load_npy: '", path, "' is not a .npy file (bad magic)"));
   unsigned char version[2] = {};
   in.read(reinterpret_cast<char*>(version), 2);
-  if (!in || version[0] < 1 || version[0] > 3)
+  if (!in) throw io_error(detail::cat("load_npy: '", path, "' is truncated in its header"));
+  if (version[0] < 1 || version[0] > 3)
     throw io_error(detail::cat("load_npy: '", path, "' has unsupported format version ",
                        static_cast<int>(version[0])));
   std::size_t header_len = 0;

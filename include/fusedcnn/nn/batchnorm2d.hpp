@@ -27,7 +27,7 @@ template <class T>
   requires Scalar<T>
 class BatchNorm2D {
  public:
-  explicit BatchNorm2D(std::size_t channels, BatchNormOptions opts = {})
+  explicit BatchNorm2D(std::size_t channels, const BatchNormOptions& opts = {})
       : c_(channels), opts_(validated(channels, opts)) {
     if (opts_.affine) {
       gamma_ = Tensor<T, 1>({c_}, T{1});

@@ -24,7 +24,9 @@ template <class T>
 class Conv2D {
  public:
   // Weights and bias start as PyTorch's: U(-1/sqrt(fan_in), 1/sqrt(fan_in)), fan_in = KH*KW*C_in/groups.
-  Conv2D(std::size_t in_channels, std::size_t out_channels, Conv2DOptions opts = {})
+  // Options come by reference: GCC 12 at -O2 with AVX-512 miscompiles a braced designated
+  // initializer passed by value here (Conv2D<double>(1, 1, {.kernel = {1, 1}}) got padding 1).
+  Conv2D(std::size_t in_channels, std::size_t out_channels, const Conv2DOptions& opts = {})
       : in_(in_channels), out_(out_channels), opts_(validated(in_channels, out_channels, opts)),
         weight_({opts_.kernel[0], opts_.kernel[1], in_ / opts_.groups, out_}),
         weight_grad_(weight_.shape()) {

@@ -32,8 +32,8 @@ template <class T>
   requires Scalar<T>
 class ConvBN {
  public:
-  ConvBN(std::size_t in_channels, std::size_t out_channels, Conv2DOptions conv_opts = {},
-         BatchNormOptions bn_opts = {}, Activation act = Activation::none)
+  ConvBN(std::size_t in_channels, std::size_t out_channels, const Conv2DOptions& conv_opts = {},
+         const BatchNormOptions& bn_opts = {}, Activation act = Activation::none)
       : conv_(in_channels, out_channels, conv_opts), bn_(out_channels, bn_opts), act_(act) {}
 
   // Takes over the layers' parameters, gradients and running statistics, and the BN's mode.
