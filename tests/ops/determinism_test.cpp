@@ -1,0 +1,75 @@
+// Results are bitwise identical with 1, 2 and 3 threads: every reduction runs over fixed
+// chunks merged in a fixed order.
+#include <catch2/catch.hpp>
+
+#include <cstring>
+
+#include <fusedcnn/fusedcnn.hpp>
+
+#include "support.hpp"
+
+namespace {
+
+// Every output, input gradient, parameter gradient and running statistic of one training
+// step (and one eval step) of a ConvBN and of the unfused layers, as raw bytes.
+std::vector<unsigned char> run(const support::ConvCase& cc, int threads) {
+  fusedcnn::set_num_threads(threads);
+  std::vector<unsigned char> bytes;
+  auto keep = [&](const auto& t) {
+    const auto* p = reinterpret_cast<const unsigned char*>(t.data());
+    bytes.insert(bytes.end(), p, p + t.size() * sizeof(*t.data()));
+  };
+  std::mt19937_64 rng(1234);
+  fusedcnn::Tensor<float> x({cc.n, cc.h, cc.w, cc.c});
+  support::fill(x, rng);
+  fusedcnn::Conv2D<float> conv(cc.c, cc.k, cc.opts);
+  fusedcnn::fill_uniform(conv.weight(), -0.5, 0.5, 99);  // init draws differ per layer built
+  fusedcnn::fill_uniform(conv.bias(), -0.5, 0.5, 98);
+  fusedcnn::BatchNorm2D<float> bn(cc.k);
+  fusedcnn::ReLU<float> relu;
+  fusedcnn::ConvBN<float> fused(conv, bn, fusedcnn::Activation::relu);
+  for (const bool training : {true, false}) {
+    fused.train(training);
+    conv.train(training), bn.train(training);
+    const auto y = fused.forward(x);
+    const auto yc = relu.forward(bn.forward(conv.forward(x)));
+    fusedcnn::Tensor<float> dy(y.shape());
+    support::fill(dy, rng);
+    keep(y), keep(yc);
+    keep(fused.backward(dy));
+    keep(conv.backward(bn.backward(relu.backward(dy))));
+    keep(fused.conv().weight_grad()), keep(fused.conv().bias_grad());
+    keep(fused.bn().weight_grad()), keep(fused.bn().running_var()), keep(fused.bn().running_mean());
+    keep(conv.weight_grad()), keep(bn.weight_grad()), keep(bn.running_var());
+  }
+  return bytes;
+}
+
+}  // namespace
+
+TEST_CASE("every op gives the same bits with 1, 2 and 3 threads", "[threads][determinism]") {
+  const int saved = fusedcnn::num_threads();
+  auto conv_case = [](std::size_t n, std::size_t h, std::size_t c, std::size_t k, std::size_t kernel,
+                      std::size_t groups) {
+    fusedcnn::Conv2DOptions o;
+    o.kernel = {kernel, kernel};
+    o.padding = fusedcnn::Padding::same();
+    o.groups = groups;
+    return support::ConvCase{n, h, h, c, k, o};
+  };
+  // igemm with many chunks, a pointwise GEMM, depthwise, the row family, grouped
+  const support::ConvCase cases[] = {conv_case(2, 40, 32, 48, 3, 1), conv_case(2, 24, 40, 24, 1, 1),
+                                     conv_case(2, 30, 16, 16, 3, 16), conv_case(2, 64, 2, 2, 3, 1),
+                                     conv_case(3, 20, 6, 9, 3, 3)};
+  for (const auto& cc : cases) {
+    INFO(cc.str());
+    const auto one = run(cc, 1);
+    const auto two = run(cc, 2);
+    const auto three = run(cc, 3);
+    REQUIRE(one.size() == two.size());
+    REQUIRE(one.size() == three.size());
+    CHECK(std::memcmp(one.data(), two.data(), one.size()) == 0);
+    CHECK(std::memcmp(one.data(), three.data(), one.size()) == 0);
+  }
+  fusedcnn::set_num_threads(saved);
+}
