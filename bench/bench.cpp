@@ -89,6 +89,20 @@ Config parse(int& argc, char** argv) {
       cfg.summary = false;
     } else if (a == "--summary_only") {
       cfg.gbench = false;
+    } else if (a == "--help" || a == "-h") {
+      std::printf(
+          "bench: fused ConvBN+ReLU against Conv2D -> BatchNorm2D -> ReLU on identical data\n"
+          "  --suite=seed,random,resnet,small   suites to run (default: all)\n"
+          "  --mode=infer,train_fwd,train_step  modes to run (default: all)\n"
+          "  --threads=N                        threads (default 1; pinned, see DESIGN)\n"
+          "  --seed=S                           seed of the seed/random suites and data\n"
+          "  --dtype=float|double               element type (default float)\n"
+          "  --pairs=P                          interleaved pairs per case in the summary\n"
+          "  --min_time=SECONDS                 Google Benchmark time per case\n"
+          "  --summary_only / --no_summary      skip Google Benchmark / the summary table\n"
+          "Google Benchmark's own flags (--benchmark_format=json, --benchmark_out=...,\n"
+          "--benchmark_filter=...) pass through.\n");
+      std::exit(0);
     } else {
       argv[out++] = argv[i];
     }
