@@ -186,6 +186,7 @@ void register_case(const Case& c, Mode m, bool fused, std::uint64_t seed, double
     st.counters["saved_MB"] = static_cast<double>(fused ? p.fused.saved_bytes() : p.unfused_saved_bytes()) / 1e6;
     st.counters["faults/it"] = static_cast<double>(minor_faults() - f0) / iters;
     st.counters["load%"] = others_load(c0, c1);
+    st.counters["data_MB"] = c.volume_bytes() / 1e6;
   })->Unit(benchmark::kMillisecond)->MinTime(min_time)->UseRealTime();
 }
 
