@@ -326,15 +326,7 @@ void conv2d_backward_weights(const ConvGeometry& g, const T* x, const T* dz, T* 
           });
     }
   });
-  constexpr std::size_t rblock = 1024;
-  ::fusedcnn::detail::parallel_for((wsize + rblock - 1) / rblock, [&](std::size_t bi) {
-    const std::size_t e1 = std::min(wsize, (bi + 1) * rblock);
-    for (std::size_t e = bi * rblock; e < e1; ++e) {
-      T s = partial[e];
-      for (std::size_t ci = 1; ci < nchunks; ++ci) s += partial[ci * wsize + e];
-      dw[e] += s;
-    }
-  });
+  detail::add_chunk_partials(partial, nchunks, wsize, dw);
 }
 
 namespace detail {

@@ -139,14 +139,7 @@ void depthwise_backward_weights(const ConvGeometry& g, const T* x, const T* dz, 
           detail::dw_madd(acc + t * C, dz + p * C, src, C);
     }
   });
-  ::fusedcnn::detail::parallel_for((wsize + 1023) / 1024, [&](std::size_t bi) {
-    const std::size_t e1 = std::min(wsize, (bi + 1) * 1024);
-    for (std::size_t e = bi * 1024; e < e1; ++e) {
-      T s = partial[e];
-      for (std::size_t ci = 1; ci < nchunks; ++ci) s += partial[ci * wsize + e];
-      dw[e] += s;
-    }
-  });
+  detail::add_chunk_partials(partial, nchunks, wsize, dw);
 }
 
 }  // namespace fusedcnn::ops

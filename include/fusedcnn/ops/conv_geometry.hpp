@@ -2,12 +2,14 @@
 // family runs it and how its output rows are split into fixed reduction chunks.
 #pragma once
 
+#include <algorithm>
 #include <array>
 #include <cstddef>
 #include <vector>
 
 #include "fusedcnn/core/options.hpp"
 #include "fusedcnn/core/tensor.hpp"
+#include "fusedcnn/core/threading.hpp"
 #include "fusedcnn/kernels/igemm.hpp"
 
 namespace fusedcnn::ops {
@@ -133,6 +135,21 @@ template <class T>
 T* ensure_len(Tensor<T, 1>& t, std::size_t len) {
   if (t.size() < len) t = Tensor<T, 1>({len}, ::fusedcnn::detail::uninitialized);
   return t.data();
+}
+
+// dw[e] += sum over chunks of partial[chunk][e], chunks added in order (so the result does
+// not depend on which thread made which partial), in parallel over blocks of elements.
+template <class T>
+void add_chunk_partials(const T* partial, std::size_t nchunks, std::size_t len, T* dw) {
+  constexpr std::size_t block = 1024;
+  ::fusedcnn::detail::parallel_for((len + block - 1) / block, [&](std::size_t bi) {
+    const std::size_t e1 = std::min(len, (bi + 1) * block);
+    for (std::size_t e = bi * block; e < e1; ++e) {
+      T s = partial[e];
+      for (std::size_t ci = 1; ci < nchunks; ++ci) s += partial[ci * len + e];
+      dw[e] += s;
+    }
+  });
 }
 
 }  // namespace detail
