@@ -27,6 +27,7 @@
 
 #include "cases.hpp"
 #include "pair.hpp"
+#include "bn_passes.hpp"
 #include "peak.hpp"
 
 namespace bench {
@@ -43,6 +44,7 @@ struct Config {
   bool use_double = false;
   double min_time = 0.05;
   int pairs = 9;
+  bool bn_passes = false;
   bool summary = true;
   bool gbench = true;
 };
@@ -89,6 +91,8 @@ Config parse(int& argc, char** argv) {
       cfg.summary = false;
     } else if (a == "--summary_only") {
       cfg.gbench = false;
+    } else if (a == "--bn_passes") {
+      cfg.bn_passes = true;
     } else if (a == "--help" || a == "-h") {
       std::printf(
           "bench: fused ConvBN+ReLU against Conv2D -> BatchNorm2D -> ReLU on identical data\n"
@@ -100,6 +104,7 @@ Config parse(int& argc, char** argv) {
           "  --pairs=P                          interleaved pairs per case in the summary\n"
           "  --min_time=SECONDS                 Google Benchmark time per case\n"
           "  --summary_only / --no_summary      skip Google Benchmark / the summary table\n"
+          "  --bn_passes                        only the batch-norm passes' GB/s against stream triad\n"
           "Google Benchmark's own flags (--benchmark_format=json, --benchmark_out=...,\n"
           "--benchmark_filter=...) pass through.\n");
       std::exit(0);
@@ -327,5 +332,9 @@ int main(int argc, char** argv) {
   }
   bench::Config cfg = bench::parse(argc, argv);
   fusedcnn::set_num_threads(std::max(1, cfg.threads));
+  if (cfg.bn_passes) {
+    bench::print_bn_passes();
+    return 0;
+  }
   return cfg.use_double ? bench::run<double>(argc, argv, cfg) : bench::run<float>(argc, argv, cfg);
 }
