@@ -9,6 +9,38 @@
 
 namespace fusedcnn::kernels {
 
+namespace detail {
+// Writes a channel-major tile of KB channels (element (i, j) at src[j*cs + i]) to pixel-major
+// rows dst[i*ldd + j] as act(src + b[j]). KB is a compile-time constant so that, when the
+// rows are packed (ldd == KB), the compiler turns the interleave into vector permutes.
+template <class T, std::size_t KB, bool Relu>
+void store_channel_major(const T* src, std::size_t cs, std::size_t m, const T* b, T* dst,
+                         std::size_t ldd) noexcept {
+  T bias[KB];
+  for (std::size_t j = 0; j < KB; ++j) bias[j] = b ? b[j] : T{0};
+  auto act = [](T v) { return Relu ? (v < T{0} ? T{0} : v) : v; };
+  if (ldd == KB) {
+    for (std::size_t i = 0; i < m; ++i)
+      for (std::size_t j = 0; j < KB; ++j) dst[i * KB + j] = act(src[j * cs + i] + bias[j]);
+  } else {
+    for (std::size_t i = 0; i < m; ++i)
+      for (std::size_t j = 0; j < KB; ++j) dst[i * ldd + j] = act(src[j * cs + i] + bias[j]);
+  }
+}
+
+// store_channel_major for a runtime channel count n in [1, 4].
+template <class T, bool Relu>
+void store_channel_major(const T* src, std::size_t cs, std::size_t m, std::size_t n, const T* b,
+                         T* dst, std::size_t ldd) noexcept {
+  switch (n) {
+    case 1: return store_channel_major<T, 1, Relu>(src, cs, m, b, dst, ldd);
+    case 2: return store_channel_major<T, 2, Relu>(src, cs, m, b, dst, ldd);
+    case 3: return store_channel_major<T, 3, Relu>(src, cs, m, b, dst, ldd);
+    default: return store_channel_major<T, 4, Relu>(src, cs, m, b, dst, ldd);
+  }
+}
+}  // namespace detail
+
 // y = tile + bias[k] (bias optional), then max(., 0) when Relu: plain conv, and the folded
 // inference ConvBN whose BN scale lives in the packed weights and whose shift is the bias.
 template <class T, bool Relu>
@@ -18,6 +50,11 @@ struct BiasActEpilogue {
   const T* bias;  // may be null
 
   void operator()(const TileInfo<T>& t) const noexcept {
+    if (t.cs != 1 && t.n <= 4) {  // channel-major tile of the row family
+      detail::store_channel_major<T, Relu>(t.data, t.cs, t.m, t.n, bias ? bias + t.k0 : nullptr,
+                                           y + t.p0 * ldy + t.k0, ldy);
+      return;
+    }
     for (std::size_t i = 0; i < t.m; ++i) {
       T* dst = y + (t.p0 + i) * ldy + t.k0;
       const T* src = t.data + i * t.ld;
@@ -29,115 +66,108 @@ struct BiasActEpilogue {
   }
 };
 
-// z = tile + bias[k] is stored, and the tile's per-channel moments are merged into its
-// chunk's slot: slots[chunk] holds mean[K] then M2[K] (double). Within the tile the mean is
-// taken in T, then mean and M2 get the rounding corrections sum(d)/m and sum(d)^2/m; the merge
-// is Chan's. Chunks are
-// the driver's fixed tile ranges, so the merged statistics do not depend on the thread count.
+// z = tile + bias[k] is stored, and the tile's per-channel sums of d = z - shift and d^2 are
+// added to its chunk's slot, [chunks][3][K] doubles: shift, sum d, sum d^2. The shift is the
+// mean of the chunk's first tile (rounded to T), so d stays small even for a channel with mean
+// 1e4 and nothing cancels; sums within a tile run in T (eight interleaved partials), across
+// tiles in double. Chunks are fixed row ranges visited in row order, so the statistics do not
+// depend on the thread count; the layer turns each slot into a mean and M2 and merges them.
 template <class T>
 struct BiasStatsEpilogue {
   T* z;
   std::size_t ldz;  // = K, the channel count
   const T* bias;    // may be null
-  double* slots;    // [chunks][2][K]
+  double* slots;    // [chunks][3][K]
 
   void operator()(const TileInfo<T>& t) const noexcept {
-    if (t.cs != 1) {  // channel-major (row family): each channel's pixels are contiguous
+    const std::size_t K = ldz;
+    double* shift = slots + t.chunk * 3 * K + t.k0;
+    const bool first = t.p0 == t.chunk_p0;
+    if (t.cs != 1 && t.n <= 4) {  // channel-major (row family): each channel's pixels are contiguous
       for (std::size_t j = 0; j < t.n; ++j) {
         const T b = bias ? bias[t.k0 + j] : T{0};
-        T mean, m2, sd;
-        channel_moments(t.data + j * t.cs, t.m, b, z + t.p0 * ldz + t.k0 + j, ldz, mean, m2, sd);
-        merge(t, j, mean, m2, sd);
+        const T* src = t.data + j * t.cs;
+        if (first) shift[j] = static_cast<double>(tile_mean(src, t.m, b));
+        T s1, s2;
+        shifted_sums(src, t.m, b, static_cast<T>(shift[j]), s1, s2);
+        shift[K + j] += static_cast<double>(s1);
+        shift[2 * K + j] += static_cast<double>(s2);
       }
+      detail::store_channel_major<T, false>(t.data, t.cs, t.m, t.n, bias ? bias + t.k0 : nullptr,
+                                            z + t.p0 * ldz + t.k0, ldz);
       return;
     }
-    for (std::size_t j0 = 0; j0 < t.n; j0 += block) row_major(t, j0, std::min(block, t.n - j0));
+    for (std::size_t j0 = 0; j0 < t.n; j0 += block) row_major(t, j0, std::min(block, t.n - j0), first);
   }
 
  private:
   static constexpr std::size_t block = 64;  // channels per pass over a row-major tile
+  static constexpr std::size_t U = 8;       // interleaved partial sums
 
-  // Chan's merge of one channel's tile moments into its chunk slot.
-  void merge(const TileInfo<T>& t, std::size_t j, T mean, T m2, T sd) const noexcept {
-    const std::size_t K = ldz;
-    double* smean = slots + t.chunk * 2 * K + t.k0 + j;
-    double* sm2 = smean + K;
-    const double na = static_cast<double>(t.p0 - t.chunk_p0), nb = static_cast<double>(t.m);
-    const double nt = na + nb;
-    // The tile mean in T is off by up to a few ulp of the data's magnitude; sd, the sum of the
-    // deviations from it, corrects it (and M2) to first order. Merging the unrefined mean would
-    // let that error into the between-tile term of every merge (mean 1e4: 1e-5 relative).
-    const double tm2 =
-        static_cast<double>(m2) - static_cast<double>(sd) * static_cast<double>(sd) / nb;
-    const double tmean = static_cast<double>(mean) + static_cast<double>(sd) / nb;
-    const double delta = tmean - *smean;
-    *smean += delta * (nb / nt);
-    *sm2 += std::max(tm2, 0.0) + delta * delta * (na * nb / nt);
+  // Mean of src[i] + b over i < m, in T.
+  static T tile_mean(const T* src, std::size_t m, T b) noexcept {
+    T s[U] = {};
+    std::size_t i = 0;
+    for (; i + U <= m; i += U)
+      for (std::size_t u = 0; u < U; ++u) s[u] += src[i + u] + b;
+    for (; i < m; ++i) s[0] += src[i] + b;
+    T sum = T{0};
+    for (std::size_t u = 0; u < U; ++u) sum += s[u];
+    return sum / static_cast<T>(m);
+  }
+
+  // Sums of d and d^2 for d = (src[i] + b) - shift, i < m.
+  static void shifted_sums(const T* src, std::size_t m, T b, T shift, T& s1, T& s2) noexcept {
+    T a[U] = {}, q[U] = {};
+    std::size_t i = 0;
+    for (; i + U <= m; i += U)
+      for (std::size_t u = 0; u < U; ++u) {
+        const T d = (src[i + u] + b) - shift;
+        a[u] += d;
+        q[u] += d * d;
+      }
+    for (; i < m; ++i) {
+      const T d = (src[i] + b) - shift;
+      a[0] += d;
+      q[0] += d * d;
+    }
+    s1 = s2 = T{0};
+    for (std::size_t u = 0; u < U; ++u) s1 += a[u], s2 += q[u];
   }
 
   // Channels [j0, j0 + n) of a row-major tile (igemm, depthwise): the channel loop is
   // innermost and contiguous, so it vectorises across channels.
-  void row_major(const TileInfo<T>& t, std::size_t j0, std::size_t n) const noexcept {
-    T sum[block] = {}, m2[block] = {}, sd[block] = {}, mean[block];
+  void row_major(const TileInfo<T>& t, std::size_t j0, std::size_t n, bool first) const noexcept {
+    const std::size_t K = ldz;
+    double* shift = slots + t.chunk * 3 * K + t.k0 + j0;
+    T sh[block], s1[block] = {}, s2[block] = {};
     const T* bj = bias ? bias + t.k0 + j0 : nullptr;
-    for (std::size_t i = 0; i < t.m; ++i) {
+    for (std::size_t i = 0; i < t.m; ++i) {  // store z (and sum it when the shift is new)
       T* dst = z + (t.p0 + i) * ldz + t.k0 + j0;
-      const T* src = t.data + i * t.ld + j0 * t.cs;
+      const T* src = t.data + i * t.ld + j0;
       for (std::size_t j = 0; j < n; ++j) {
         const T v = bj ? src[j] + bj[j] : src[j];
         dst[j] = v;
-        sum[j] += v;
+        s1[j] += v;
       }
     }
-    const T inv = T{1} / static_cast<T>(t.m);
-    for (std::size_t j = 0; j < n; ++j) mean[j] = sum[j] * inv;
+    for (std::size_t j = 0; j < n; ++j) {
+      if (first) shift[j] = static_cast<double>(s1[j] / static_cast<T>(t.m));
+      sh[j] = static_cast<T>(shift[j]);
+      s1[j] = T{0};
+    }
     for (std::size_t i = 0; i < t.m; ++i) {
       const T* row = z + (t.p0 + i) * ldz + t.k0 + j0;
       for (std::size_t j = 0; j < n; ++j) {
-        const T d = row[j] - mean[j];
-        m2[j] += d * d;
-        sd[j] += d;
+        const T d = row[j] - sh[j];
+        s1[j] += d;
+        s2[j] += d * d;
       }
     }
-    for (std::size_t j = 0; j < n; ++j) merge(t, j0 + j, mean[j], m2[j], sd[j]);
-  }
-
-  // Stores v_i = src[i] + b to dst[i*ldd] and returns their mean, sum of squared
-  // deviations and sum of deviations; eight interleaved partial sums keep the adds
-  // independent (a single running sum would serialise on the add latency).
-  static void channel_moments(const T* src, std::size_t m, T b, T* dst, std::size_t ldd,
-                              T& mean, T& m2, T& sd) noexcept {
-    constexpr std::size_t U = 8;
-    T s[U] = {};
-    std::size_t i = 0;
-    for (; i + U <= m; i += U)
-      for (std::size_t u = 0; u < U; ++u) {
-        const T v = src[i + u] + b;
-        dst[(i + u) * ldd] = v;
-        s[u] += v;
-      }
-    for (; i < m; ++i) {
-      const T v = src[i] + b;
-      dst[i * ldd] = v;
-      s[0] += v;
+    for (std::size_t j = 0; j < n; ++j) {
+      shift[K + j] += static_cast<double>(s1[j]);
+      shift[2 * K + j] += static_cast<double>(s2[j]);
     }
-    T sum = T{0};
-    for (std::size_t u = 0; u < U; ++u) sum += s[u];
-    mean = sum / static_cast<T>(m);
-    T q[U] = {}, e[U] = {};
-    for (i = 0; i + U <= m; i += U)
-      for (std::size_t u = 0; u < U; ++u) {
-        const T d = (src[i + u] + b) - mean;
-        q[u] += d * d;
-        e[u] += d;
-      }
-    for (; i < m; ++i) {
-      const T d = (src[i] + b) - mean;
-      q[0] += d * d;
-      e[0] += d;
-    }
-    m2 = sd = T{0};
-    for (std::size_t u = 0; u < U; ++u) m2 += q[u], sd += e[u];
   }
 };
 

@@ -55,11 +55,11 @@ struct RowTaps {
   const std::size_t* off;  // off[b]: offset of tap column b within a channel's planar row
 };
 
-// Forward tile: out[k * NV*lanes + i] = sum over (a, b, c) of
+// Forward tile: out[k * ldo + i] = sum over (a, b, c) of
 // w[((a*kw + b)*cg + c)*ldw + k] * rows[a][c*chan + off[b] + i0 + i], for k < KB.
 template <class T, std::size_t KB, std::size_t NV>
 void row_fwd(const RowTaps& t, const T* const* rows, std::size_t i0, const T* w,
-             std::size_t ldw, T* out) noexcept {
+             std::size_t ldw, T* out, std::size_t ldo) noexcept {
   using V = RowVec<T>;
   typename V::R acc[KB][NV];
   for (std::size_t k = 0; k < KB; ++k)
@@ -78,7 +78,7 @@ void row_fwd(const RowTaps& t, const T* const* rows, std::size_t i0, const T* w,
       }
     }
   for (std::size_t k = 0; k < KB; ++k)
-    for (std::size_t v = 0; v < NV; ++v) V::storeu(out + (k * NV + v) * V::lanes, acc[k][v]);
+    for (std::size_t v = 0; v < NV; ++v) V::storeu(out + k * ldo + v * V::lanes, acc[k][v]);
 }
 
 // Data-gradient tile, scattered: for tap row a, every (b, c) gets

@@ -123,15 +123,15 @@ class ConvBN {
     return std::move(conv);
   }
 
-  // Batch statistics: the conv epilogue stores Z into the BN's cache and merges per-chunk
-  // moments; then the chunks are merged in order, running statistics updated, Z -> Y.
+  // Batch statistics: the conv epilogue stores Z into the BN's cache and accumulates shifted
+  // per-chunk sums; then the chunks are merged in order, running statistics updated, Z -> Y.
   void forward_batch_stats(const ops::ConvGeometry& g, Tensor<T>& y) {
     const ops::ConvPlan plan = ops::plan_forward<T>(g);
     const std::size_t K = g.k, rows = g.pixels();
     const std::size_t chunks = plan.chunks, chunk_rows = plan.chunk_rows;
-    if (slots_.size() < chunks * 2 * K) slots_ = Tensor<double, 1>({chunks * 2 * K});
+    if (slots_.size() < chunks * 3 * K) slots_ = Tensor<double, 1>({chunks * 3 * K});
     double* slots = slots_.data();
-    std::fill_n(slots, chunks * 2 * K, 0.0);
+    std::fill_n(slots, chunks * 3 * K, 0.0);
 
     detail::ensure_shape(bn_.z_, g.out_shape());
     conv_.pack_for_forward(g, plan, nullptr);
@@ -140,6 +140,17 @@ class ConvBN {
                         kernels::BiasStatsEpilogue<T>{bn_.z_.data(), K, bias, slots});
     z_valid_ = true;
 
+    // Each chunk's (shift, sum d, sum d^2) becomes its mean and M2 in place, then the chunks
+    // are merged in order (Chan) into chunk 0's.
+    for (std::size_t c = 0; c < chunks; ++c) {
+      const double nc = static_cast<double>(std::min(rows, (c + 1) * chunk_rows) - c * chunk_rows);
+      double* sh = slots + c * 3 * K;
+      for (std::size_t k = 0; k < K; ++k) {
+        const double s1 = sh[K + k], s2 = sh[2 * K + k];
+        sh[k] += s1 / nc;                                  // mean
+        sh[K + k] = std::max(s2 - s1 * s1 / nc, 0.0);      // M2
+      }
+    }
     double* mean = bn_.mean_.data();
     double* var = bn_.var_.data();
     std::copy_n(slots, K, mean);
@@ -147,7 +158,7 @@ class ConvBN {
     double n = static_cast<double>(std::min(rows, chunk_rows));
     for (std::size_t c = 1; c < chunks; ++c) {
       const double nb = static_cast<double>(std::min(rows, (c + 1) * chunk_rows) - c * chunk_rows);
-      ops::Moments::merge(n, mean, m2, nb, slots + c * 2 * K, slots + c * 2 * K + K, K);
+      ops::Moments::merge(n, mean, m2, nb, slots + c * 3 * K, slots + c * 3 * K + K, K);
       n += nb;
     }
     for (std::size_t c = 0; c < K; ++c) var[c] = m2[c] / n;

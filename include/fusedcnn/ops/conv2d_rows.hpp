@@ -155,39 +155,40 @@ void pack_rows_weights(const ConvGeometry& g, const T* w, const T* scale, ConvWo
         }
 }
 
-// Forward through the row kernels; tiles of one output row's pixels go to epi(TileInfo),
-// in row order within each chunk, as the statistics epilogue requires.
+// Forward through the row kernels. Each (output row, group, block of <= 4 channels) is one
+// channel-major tile of the whole row for epi(TileInfo): whole rows mean few, long epilogue
+// calls (the statistics merge per tile costs divisions), in row order within each chunk as
+// the statistics epilogue requires.
 template <class T, class Epi>
 void rows_forward(const ConvGeometry& g, const ConvPlan& plan, const T* x, ConvWorkspace<T>& ws,
                   Epi& epi) {
-  constexpr std::size_t L = kernels::RowVec<T>::lanes;
+  constexpr std::size_t L = kernels::RowVec<T>::lanes, KB = kernels::row_max_kb;
   const RowsLayout l = rows_layout<T>(g, plan);
   const T* planar = detail::planar_input(g, l, x, ws, true);
   const kernels::RowTaps taps{g.kh, g.kw, g.cg(), l.chan, detail::tap_offsets(g, l, ws.offsets)};
   const std::size_t cg = g.cg(), kg = g.kg(), px = plan.row_nv * L;
   const std::size_t per_chunk = plan.chunk_rows / g.wo, out_rows = g.n * g.ho;
   ws.rows.resize(::fusedcnn::detail::max_threads() * g.kh);
+  T* scratch = detail::ensure_len(ws.scratch, ::fusedcnn::detail::max_threads() * KB * l.wo_pad);
   ::fusedcnn::detail::parallel_for(plan.chunks, [&](std::size_t chunk) {
-    const T** rows = ws.rows.data() + ::fusedcnn::detail::thread_index() * g.kh;
-    alignas(64) T acc[kernels::row_max_kb * kernels::row_max_nv<T> * L];
+    const std::size_t tid = ::fusedcnn::detail::thread_index();
+    const T** rows = ws.rows.data() + tid * g.kh;
+    T* acc = scratch + tid * KB * l.wo_pad;  // channel-major: element (i, k) at acc[k*wo_pad + i]
     const std::size_t r1 = std::min(out_rows, (chunk + 1) * per_chunk);
     for (std::size_t r = chunk * per_chunk; r < r1; ++r) {
       const std::size_t n = r / g.ho, ho = r % g.ho;
       for (std::size_t gi = 0; gi < g.groups; ++gi) {
         for (std::size_t a = 0; a < g.kh; ++a)
           rows[a] = planar + (n * l.hp + ho * g.sh + a * g.dh) * l.row + gi * cg * l.chan;
-        for (std::size_t kb0 = 0; kb0 < kg; kb0 += kernels::row_max_kb) {
-          const std::size_t kb = std::min(kernels::row_max_kb, kg - kb0);
+        for (std::size_t kb0 = 0; kb0 < kg; kb0 += KB) {
+          const std::size_t kb = std::min(KB, kg - kb0);
           const T* w = ws.packed.data() + gi * g.taps() * cg * kg + kb0;
-          for (std::size_t wo0 = 0; wo0 < g.wo; wo0 += px) {
-            const std::size_t m = std::min(px, g.wo - wo0);
-            kernels::with_row_tile<T>(kb, plan.row_nv, [&]<std::size_t KB, std::size_t NV>() {
-              kernels::row_fwd<T, KB, NV>(taps, rows, wo0, w, kg, acc);
-            });
-            // channel-major tile: element (i, k) at acc[k * px + i]
-            epi(kernels::TileInfo<T>{acc, 1, m, kb, r * g.wo + wo0, gi * kg + kb0, chunk,
-                                     chunk * plan.chunk_rows, px});
-          }
+          kernels::with_row_tile<T>(kb, plan.row_nv, [&]<std::size_t B, std::size_t NV>() {
+            for (std::size_t wo0 = 0; wo0 < g.wo; wo0 += px)
+              kernels::row_fwd<T, B, NV>(taps, rows, wo0, w, kg, acc + wo0, l.wo_pad);
+          });
+          epi(kernels::TileInfo<T>{acc, 1, g.wo, kb, r * g.wo, gi * kg + kb0, chunk,
+                                   chunk * plan.chunk_rows, l.wo_pad});
         }
       }
     }
