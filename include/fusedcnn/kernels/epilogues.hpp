@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstddef>
 
+#include "fusedcnn/kernels/rows.hpp"
 #include "fusedcnn/kernels/tile.hpp"
 
 namespace fusedcnn::kernels {
@@ -102,37 +103,47 @@ struct BiasStatsEpilogue {
 
  private:
   static constexpr std::size_t block = 64;  // channels per pass over a row-major tile
-  static constexpr std::size_t U = 8;       // interleaved partial sums
-
-  // Mean of src[i] + b over i < m, in T.
-  static T tile_mean(const T* src, std::size_t m, T b) noexcept {
-    T s[U] = {};
-    std::size_t i = 0;
-    for (; i + U <= m; i += U)
-      for (std::size_t u = 0; u < U; ++u) s[u] += src[i + u] + b;
-    for (; i < m; ++i) s[0] += src[i] + b;
-    T sum = T{0};
-    for (std::size_t u = 0; u < U; ++u) sum += s[u];
-    return sum / static_cast<T>(m);
+  
+  // Sum of a vector's lanes, in lane order.
+  template <class V>
+  static T lane_sum(typename V::R r) noexcept {
+    alignas(64) T lanes[V::lanes];
+    V::storeu(lanes, r);
+    T s = lanes[0];
+    for (std::size_t l = 1; l < V::lanes; ++l) s += lanes[l];
+    return s;
   }
 
-  // Sums of d and d^2 for d = (src[i] + b) - shift, i < m.
-  static void shifted_sums(const T* src, std::size_t m, T b, T shift, T& s1, T& s2) noexcept {
-    T a[U] = {}, q[U] = {};
+  // Mean of src[i] + b over i < m, in T, vectorised over i (masked tail).
+  static T tile_mean(const T* src, std::size_t m, T b) noexcept {
+    using V = RowVec<T>;
+    typename V::R acc = V::zero();
     std::size_t i = 0;
-    for (; i + U <= m; i += U)
-      for (std::size_t u = 0; u < U; ++u) {
-        const T d = (src[i + u] + b) - shift;
-        a[u] += d;
-        q[u] += d * d;
-      }
+    for (; i + V::lanes <= m; i += V::lanes) acc = V::add(acc, V::loadu(src + i));
+    if (i < m) acc = V::add(acc, V::load(V::first(m - i), src + i));
+    return lane_sum<V>(acc) / static_cast<T>(m) + b;
+  }
+
+  // Sums of d and d^2 for d = (src[i] + b) - shift, i < m, vectorised over i. z = src + b is
+  // rounded to T first, as stored, so the statistics are those of the z the layer keeps.
+  static void shifted_sums(const T* src, std::size_t m, T b, T shift, T& s1, T& s2) noexcept {
+    using V = RowVec<T>;
+    const T neg = -shift;
+    const typename V::R bv = V::bcast(&b), sv = V::bcast(&neg);
+    typename V::R a = V::zero(), q = V::zero();
+    std::size_t i = 0;
+    for (; i + V::lanes <= m; i += V::lanes) {
+      const typename V::R d = V::add(V::add(V::loadu(src + i), bv), sv);
+      a = V::add(a, d);
+      q = V::fma(d, d, q);
+    }
+    T ta = lane_sum<V>(a), tq = lane_sum<V>(q);
     for (; i < m; ++i) {
       const T d = (src[i] + b) - shift;
-      a[0] += d;
-      q[0] += d * d;
+      ta += d;
+      tq += d * d;
     }
-    s1 = s2 = T{0};
-    for (std::size_t u = 0; u < U; ++u) s1 += a[u], s2 += q[u];
+    s1 = ta, s2 = tq;
   }
 
   // Channels [j0, j0 + n) of a row-major tile (igemm, depthwise): the channel loop is

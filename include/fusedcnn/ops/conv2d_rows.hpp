@@ -82,19 +82,24 @@ template <class T>
 void planarize_input(const ConvGeometry& g, const RowsLayout& l, const T* x, T* out) {
   ::fusedcnn::detail::parallel_for(g.n * l.hp, [&](std::size_t r) {
     T* dst = out + r * l.row;
-    std::fill_n(dst, l.row, T{0});
     const std::size_t n = r / l.hp, hp = r % l.hp;
-    if (hp < g.pt || hp - g.pt >= g.h) return;
+    if (hp < g.pt || hp - g.pt >= g.h) {  // a padding row
+      std::fill_n(dst, l.row, T{0});
+      return;
+    }
     const T* src = x + (n * g.h + (hp - g.pt)) * g.w * g.c;
     for (std::size_t c = 0; c < g.c; ++c)
       for (std::size_t ph = 0; ph < g.sw; ++ph) {
-        // input columns w with (w + pl) % sw == ph land at index (w + pl) / sw of phase ph
+        // input columns w with (w + pl) % sw == ph land at index (w + pl) / sw of phase ph;
+        // everything else in the run is padding
+        T* run = dst + c * l.chan + ph * l.wq;
         const std::size_t w0 = (ph + g.sw - g.pl % g.sw) % g.sw;
-        if (w0 >= g.w) continue;
-        T* d = dst + c * l.chan + ph * l.wq + (w0 + g.pl) / g.sw;
+        const std::size_t cnt = w0 < g.w ? (g.w - w0 + g.sw - 1) / g.sw : 0;
+        const std::size_t at = cnt ? (w0 + g.pl) / g.sw : 0, step = g.sw * g.c;
+        std::fill_n(run, at, T{0});
         const T* s = src + w0 * g.c + c;
-        const std::size_t cnt = (g.w - w0 + g.sw - 1) / g.sw, step = g.sw * g.c;
-        for (std::size_t i = 0; i < cnt; ++i) d[i] = s[i * step];
+        for (std::size_t i = 0; i < cnt; ++i) run[at + i] = s[i * step];
+        std::fill(run + at + cnt, run + l.wq, T{0});
       }
   });
 }
@@ -155,10 +160,10 @@ void pack_rows_weights(const ConvGeometry& g, const T* w, const T* scale, ConvWo
         }
 }
 
-// Forward through the row kernels. Each (output row, group, block of <= 4 channels) is one
-// channel-major tile of the whole row for epi(TileInfo): whole rows mean few, long epilogue
-// calls (the statistics merge per tile costs divisions), in row order within each chunk as
-// the statistics epilogue requires.
+// Forward through the row kernels. Each chunk's rows, for one group and block of <= 4
+// channels, make one channel-major tile for epi(TileInfo): few, long epilogue calls (each
+// costs a statistics update per channel). Rows are written densely one after another: a
+// row's last vector may spill past its end, and the next row overwrites the spill.
 template <class T, class Epi>
 void rows_forward(const ConvGeometry& g, const ConvPlan& plan, const T* x, ConvWorkspace<T>& ws,
                   Epi& epi) {
@@ -168,30 +173,31 @@ void rows_forward(const ConvGeometry& g, const ConvPlan& plan, const T* x, ConvW
   const kernels::RowTaps taps{g.kh, g.kw, g.cg(), l.chan, detail::tap_offsets(g, l, ws.offsets)};
   const std::size_t cg = g.cg(), kg = g.kg(), px = plan.row_nv * L;
   const std::size_t per_chunk = plan.chunk_rows / g.wo, out_rows = g.n * g.ho;
+  const std::size_t cs = plan.chunk_rows + px;  // channel stride of a tile
   ws.rows.resize(::fusedcnn::detail::max_threads() * g.kh);
-  T* scratch = detail::ensure_len(ws.scratch, ::fusedcnn::detail::max_threads() * KB * l.wo_pad);
+  T* scratch = detail::ensure_len(ws.scratch, ::fusedcnn::detail::max_threads() * KB * cs);
   ::fusedcnn::detail::parallel_for(plan.chunks, [&](std::size_t chunk) {
     const std::size_t tid = ::fusedcnn::detail::thread_index();
     const T** rows = ws.rows.data() + tid * g.kh;
-    T* acc = scratch + tid * KB * l.wo_pad;  // channel-major: element (i, k) at acc[k*wo_pad + i]
-    const std::size_t r1 = std::min(out_rows, (chunk + 1) * per_chunk);
-    for (std::size_t r = chunk * per_chunk; r < r1; ++r) {
-      const std::size_t n = r / g.ho, ho = r % g.ho;
-      for (std::size_t gi = 0; gi < g.groups; ++gi) {
-        for (std::size_t a = 0; a < g.kh; ++a)
-          rows[a] = planar + (n * l.hp + ho * g.sh + a * g.dh) * l.row + gi * cg * l.chan;
-        for (std::size_t kb0 = 0; kb0 < kg; kb0 += KB) {
-          const std::size_t kb = std::min(KB, kg - kb0);
-          const T* w = ws.packed.data() + gi * g.taps() * cg * kg + kb0;
-          kernels::with_row_tile<T>(kb, plan.row_nv, [&]<std::size_t B, std::size_t NV>() {
+    T* acc = scratch + tid * KB * cs;  // channel-major: element (i, k) at acc[k*cs + i]
+    const std::size_t r0 = chunk * per_chunk, r1 = std::min(out_rows, r0 + per_chunk);
+    for (std::size_t gi = 0; gi < g.groups; ++gi)
+      for (std::size_t kb0 = 0; kb0 < kg; kb0 += KB) {
+        const std::size_t kb = std::min(KB, kg - kb0);
+        const T* w = ws.packed.data() + gi * g.taps() * cg * kg + kb0;
+        kernels::with_row_tile<T>(kb, plan.row_nv, [&]<std::size_t B, std::size_t NV>() {
+          for (std::size_t r = r0; r < r1; ++r) {
+            const std::size_t n = r / g.ho, ho = r % g.ho;
+            for (std::size_t a = 0; a < g.kh; ++a)
+              rows[a] = planar + (n * l.hp + ho * g.sh + a * g.dh) * l.row + gi * cg * l.chan;
+            T* out = acc + (r - r0) * g.wo;
             for (std::size_t wo0 = 0; wo0 < g.wo; wo0 += px)
-              kernels::row_fwd<T, B, NV>(taps, rows, wo0, w, kg, acc + wo0, l.wo_pad);
-          });
-          epi(kernels::TileInfo<T>{acc, 1, g.wo, kb, r * g.wo, gi * kg + kb0, chunk,
-                                   chunk * plan.chunk_rows, l.wo_pad});
-        }
+              kernels::row_fwd<T, B, NV>(taps, rows, wo0, w, kg, out + wo0, cs);
+          }
+        });
+        epi(kernels::TileInfo<T>{acc, 1, (r1 - r0) * g.wo, kb, r0 * g.wo, gi * kg + kb0, chunk,
+                                 r0 * g.wo, cs});
       }
-    }
   });
 }
 
