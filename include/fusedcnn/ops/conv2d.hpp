@@ -93,24 +93,6 @@ void igemm_driver(const ConvPlan& plan, std::size_t taps, std::size_t kc, std::s
   });
 }
 
-// Packs columns [group][panel][tap][kc][NR] from src(t, c, col) for an NR-wide tile.
-template <class T, class Src>
-void pack_panels(std::size_t groups, std::size_t taps, std::size_t kc, std::size_t n_per_group,
-                 std::size_t nr, Src&& src, ConvWorkspace<T>& ws) {
-  const std::size_t panels = (n_per_group + nr - 1) / nr;
-  T* out = ensure_len(ws.packed, groups * panels * taps * kc * nr);
-  for (std::size_t gi = 0; gi < groups; ++gi)
-    for (std::size_t j = 0; j < panels; ++j) {
-      const std::size_t n = std::min(nr, n_per_group - j * nr);
-      for (std::size_t t = 0; t < taps; ++t)
-        for (std::size_t c = 0; c < kc; ++c) {
-          for (std::size_t q = 0; q < n; ++q) out[q] = src(gi, t, c, j * nr + q);
-          for (std::size_t q = n; q < nr; ++q) out[q] = T{0};
-          out += nr;
-        }
-    }
-}
-
 }  // namespace detail
 
 // Packs HWIO weights into NR-wide panels for the forward kernel, each output channel k
@@ -120,15 +102,26 @@ void pack_forward_weights(const ConvGeometry& g, const ConvPlan& plan, const T* 
                           const T* scale, ConvWorkspace<T>& ws) {
   if (plan.by_depthwise) return pack_depthwise_weights(g, w, scale, ws);
   if (plan.by_rows) return pack_rows_weights(g, w, scale, ws);
-  const std::size_t cg = g.cg(), kg = g.kg(), K = g.k;
-  detail::pack_panels<T>(
-      g.groups, g.taps(), cg, kg, plan.tile.nr,
-      [&](std::size_t gi, std::size_t t, std::size_t c, std::size_t col) {
-        const std::size_t k = gi * kg + col;
-        const T v = w[(t * cg + c) * K + k];
-        return scale ? v * scale[k] : v;
-      },
-      ws);
+  // Panel rows are runs of contiguous HWIO columns: copied (and scaled) a run at a time, in
+  // loops the compiler vectorises; this runs on every forward, so it must stream.
+  const std::size_t cg = g.cg(), kg = g.kg(), K = g.k, nr = plan.tile.nr, taps = g.taps();
+  const std::size_t panels = (kg + nr - 1) / nr;
+  T* out = detail::ensure_len(ws.packed, g.groups * panels * taps * cg * nr);
+  ::fusedcnn::detail::parallel_for(g.groups * panels, [&](std::size_t q) {
+    const std::size_t gi = q / panels, k0 = gi * kg + (q % panels) * nr;
+    const std::size_t n = std::min(nr, gi * kg + kg - k0);
+    T* __restrict dst = out + q * taps * cg * nr;
+    for (std::size_t r = 0; r < taps * cg; ++r, dst += nr) {
+      const T* __restrict src = w + r * K + k0;
+      if (scale) {
+        const T* __restrict sc = scale + k0;
+        for (std::size_t j = 0; j < n; ++j) dst[j] = src[j] * sc[j];
+      } else {
+        for (std::size_t j = 0; j < n; ++j) dst[j] = src[j];
+      }
+      for (std::size_t j = n; j < nr; ++j) dst[j] = T{0};
+    }
+  });
 }
 
 // Forward convolution of x with weights packed by pack_forward_weights for this plan; every
@@ -183,13 +176,22 @@ void pack_backward_data_weights(const ConvGeometry& g, const ConvPlan& plan, con
                                 ConvWorkspace<T>& ws) {
   if (plan.by_depthwise) return pack_depthwise_weights(g, w, static_cast<const T*>(nullptr), ws);
   if (plan.by_rows) return pack_rows_weights(g, w, static_cast<const T*>(nullptr), ws);
-  const std::size_t cg = g.cg(), kg = g.kg(), K = g.k;
-  detail::pack_panels<T>(
-      g.groups, g.taps(), kg, cg, plan.tile.nr,
-      [&](std::size_t gi, std::size_t t, std::size_t kk, std::size_t c) {
-        return w[(t * cg + c) * K + gi * kg + kk];
-      },
-      ws);
+  // Panel [group][panel][tap][kk][NR] of input channels c0..c0+NR: each HWIO row (t, c) is a
+  // contiguous run over kk, read once and written down one panel column.
+  const std::size_t cg = g.cg(), kg = g.kg(), K = g.k, nr = plan.tile.nr, taps = g.taps();
+  const std::size_t panels = (cg + nr - 1) / nr, panel_len = taps * kg * nr;
+  T* out = detail::ensure_len(ws.packed, g.groups * panels * panel_len);
+  ::fusedcnn::detail::parallel_for(g.groups * panels, [&](std::size_t q) {
+    const std::size_t gi = q / panels, c0 = (q % panels) * nr, n = std::min(nr, cg - c0);
+    T* panel = out + q * panel_len;
+    if (n < nr) std::fill_n(panel, panel_len, T{0});
+    for (std::size_t t = 0; t < taps; ++t)
+      for (std::size_t cc = 0; cc < n; ++cc) {
+        const T* src = w + (t * cg + c0 + cc) * K + gi * kg;
+        T* dst = panel + t * kg * nr + cc;
+        for (std::size_t kk = 0; kk < kg; ++kk) dst[kk * nr] = src[kk];
+      }
+  });
 }
 
 // Data gradient dx (N,H,W,C) from dz (N,Ho,Wo,K), as a transposed convolution through the
