@@ -59,20 +59,26 @@ void chunk_moments(const T* z, std::size_t r0, std::size_t r1, std::size_t C, do
                    double* m2) noexcept {
   std::fill_n(mean, C, 0.0);
   std::fill_n(m2, C, 0.0);
-  for (std::size_t r = r0; r < r1; ++r)
-    for (std::size_t c = 0; c < C; ++c) mean[c] += static_cast<double>(z[r * C + c]);
+  for (std::size_t r = r0; r < r1; ++r) {
+    const T* zr = z + r * C;
+    FUSEDCNN_IVDEP
+    for (std::size_t c = 0; c < C; ++c) mean[c] += static_cast<double>(zr[c]);
+  }
   const double inv = 1.0 / static_cast<double>(r1 - r0);
   for (std::size_t c = 0; c < C; ++c) mean[c] *= inv;
   // m2 = sum d^2 - (sum d)^2 / n with d = z - mean: the second term removes the error of
   // the rounded mean to first order.
   double* sd = m2 + C;  // borrowed: the caller's layout gives each chunk 2*C slots after m2
   std::fill_n(sd, C, 0.0);
-  for (std::size_t r = r0; r < r1; ++r)
+  for (std::size_t r = r0; r < r1; ++r) {
+    const T* zr = z + r * C;
+    FUSEDCNN_IVDEP
     for (std::size_t c = 0; c < C; ++c) {
-      const double d = static_cast<double>(z[r * C + c]) - mean[c];
+      const double d = static_cast<double>(zr[c]) - mean[c];
       m2[c] += d * d;
       sd[c] += d;
     }
+  }
   for (std::size_t c = 0; c < C; ++c) m2[c] = std::max(0.0, m2[c] - sd[c] * sd[c] * inv);
 }
 
