@@ -93,13 +93,15 @@ TEMPLATE_TEST_CASE("Conv2D gradients accumulate over backward calls until zero_g
 }
 
 TEST_CASE("Conv2D on larger shapes exercises every kernel family", "[conv2d][families]") {
-  // igemm wide/narrow tiles, the row family, depthwise and pointwise paths, several chunks.
+  // igemm wide/narrow tiles, the row family (also for the data gradient of few input
+  // channels), depthwise and pointwise paths, several chunks.
   struct Shape {
     std::size_t n, h, w, c, k, kh, stride, groups;
   };
   const Shape shapes[] = {{2, 19, 23, 37, 70, 3, 1, 1}, {1, 31, 29, 3, 5, 3, 2, 1},
                           {2, 17, 41, 24, 24, 3, 1, 24}, {2, 16, 16, 64, 48, 1, 1, 1},
-                          {1, 40, 37, 2, 2, 5, 1, 1},    {2, 13, 13, 12, 18, 3, 1, 6}};
+                          {1, 40, 37, 2, 2, 5, 1, 1},    {2, 13, 13, 12, 18, 3, 1, 6},
+                          {2, 23, 21, 3, 40, 7, 2, 1},   {1, 17, 19, 2, 100, 3, 1, 1}};
   std::mt19937_64 rng(11);
   for (const Shape& s : shapes) {
     fusedcnn::Conv2DOptions o;

@@ -165,7 +165,7 @@ void conv2d_forward(const ConvGeometry& g, const ConvPlan& plan, const T* x,
 template <class T>
 ConvPlan plan_backward_data(const ConvGeometry& g) noexcept {
   if (use_depthwise(g)) return plan_depthwise(g);
-  if (use_rows<T>(g)) return plan_rows<T>(g);
+  if (use_rows_for_data<T>(g)) return plan_rows<T>(g);
   return plan_igemm<T>(g.in_pixels(), g.cg());
 }
 

@@ -28,6 +28,15 @@ constexpr bool use_rows(const ConvGeometry& g) noexcept {
   return g.kg() <= kernels::RowVec<T>::lanes / 2 && g.cg() <= 16 && g.wo > 0 && g.ho > 0;
 }
 
+// Whether the row family runs the data gradient: also when the input channels of a group are
+// few (the data gradient's output columns), however many output channels it sums over, as in
+// a 3-channel stem convolution, where the igemm tile would leave most lanes empty.
+template <class T>
+constexpr bool use_rows_for_data(const ConvGeometry& g) noexcept {
+  return use_rows<T>(g) ||
+         (g.cg() <= kernels::RowVec<T>::lanes / 4 && g.kg() <= 128 && g.wo > 0 && g.ho > 0);
+}
+
 // Output rows per reduction chunk: about 256 pixels, whole rows.
 inline std::size_t rows_per_chunk(const ConvGeometry& g) noexcept {
   return std::max<std::size_t>(1, (256 + g.wo - 1) / std::max<std::size_t>(1, g.wo));
