@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 FUSEDCNN_REQUIRED="cmake g++ make libbenchmark-dev"
-FUSEDCNN_OPTIONAL="libdnnl-dev"
+FUSEDCNN_OPTIONAL="libdnnl-dev ocl-icd-opencl-dev"
 . .ci/deps.sh
 fusedcnn_install_deps
 cmake -S . -B build/bench -DCMAKE_BUILD_TYPE=Release -DFUSEDCNN_BUILD_TESTS=OFF \
