@@ -22,6 +22,7 @@
 #include "fusedcnn/kernels/igemm.hpp"
 #include "fusedcnn/kernels/tile.hpp"
 #include "fusedcnn/ops/conv2d_depthwise.hpp"
+#include "fusedcnn/ops/conv2d_gather.hpp"
 #include "fusedcnn/ops/conv2d_rows.hpp"
 #include "fusedcnn/ops/conv_geometry.hpp"
 
@@ -131,32 +132,28 @@ void conv2d_forward(const ConvGeometry& g, const ConvPlan& plan, const T* x,
                     ConvWorkspace<T>& ws, Epi&& epi) {
   if (plan.by_depthwise) return depthwise_forward(g, plan, x, ws, epi);
   if (plan.by_rows) return rows_forward(g, plan, x, ws, epi);
-  detail::ensure_zeros(ws, g.c);
-  const T* zero = ws.zeros.data();
   const bool gemm = g.pointwise();
+  const GatherShape gs = gemm ? GatherShape{1, g.cg(), false} : forward_gather_shape(g);
+  detail::ensure_zeros(ws, std::max(g.c, gs.kc));  // grouped runs read at aoff = group * kc
+  const T* zero = ws.zeros.data();
+  // Each thread's copied edge windows: one slot per pixel of a chunk.
+  const std::size_t win_len = gs.window_len(g), win_per_thread = plan.chunk_rows * win_len;
+  T* windows = win_len ? detail::ensure_len(ws.windows,
+                                            ::fusedcnn::detail::max_threads() * win_per_thread)
+                       : nullptr;
   auto build = [&](std::size_t p0, std::size_t m, const T** rows, auto mr) {
     constexpr std::size_t MR = decltype(mr)::value;
     if (gemm) {  // a plain GEMM over pixels: output pixel p reads input pixel p
       for (std::size_t i = 0; i < MR; ++i) rows[i] = x + (p0 + std::min(i, m - 1)) * g.c;
       return;
     }
-    for (std::size_t i = 0; i < MR; ++i) {
-      const std::size_t p = p0 + std::min(i, m - 1);  // short tile: repeat the last row
-      const std::size_t wo = p % g.wo, ho = (p / g.wo) % g.ho, n = p / (g.wo * g.ho);
-      for (std::size_t a = 0; a < g.kh; ++a) {
-        const std::size_t hp = ho * g.sh + a * g.dh;  // row in the padded input
-        const bool hin = hp >= g.pt && hp - g.pt < g.h;
-        for (std::size_t b = 0; b < g.kw; ++b) {
-          const std::size_t wp = wo * g.sw + b * g.dw;
-          const bool in = hin && wp >= g.pl && wp - g.pl < g.w;
-          rows[(a * g.kw + b) * MR + i] =
-              in ? x + ((n * g.h + (hp - g.pt)) * g.w + (wp - g.pl)) * g.c : zero;
-        }
-      }
-    }
+    T* win = windows ? windows + ::fusedcnn::detail::thread_index() * win_per_thread +
+                           (p0 % plan.chunk_rows) * win_len
+                     : nullptr;
+    gather_rows(g, gs, x, zero, p0, m, MR, rows, MR, win);
   };
   kernels::with_tile<T>(plan.tile, [&]<std::size_t MR, std::size_t NR>() {
-    detail::igemm_driver<T, MR, NR>(plan, g.taps(), g.cg(), g.groups, g.kg(), ws.packed.data(),
+    detail::igemm_driver<T, MR, NR>(plan, gs.taps, gs.kc, g.groups, g.kg(), ws.packed.data(),
                                     ws, build, epi);
   });
 }
