@@ -290,38 +290,34 @@ void conv2d_backward_weights(const ConvGeometry& g, const T* x, const T* dz, T* 
   const std::size_t nchunks = weight_grad_chunks(g);
   const std::size_t per_chunk = (P + nchunks - 1) / nchunks;
   T* partial = detail::ensure_len(ws.partial, nchunks * wsize);
-  detail::ensure_zeros(ws, g.c);
+  // The gather of the forward, kernel rows merged where it can (conv2d_gather.hpp).
+  const GatherShape gs = forward_gather_shape(g);
+  detail::ensure_zeros(ws, std::max(g.c, gs.kc));
   const T* zero = ws.zeros.data();
-  const std::size_t per_thread = taps * block;
+  const std::size_t per_thread = gs.taps * block, win_per_thread = block * gs.window_len(g);
   ws.rows.resize(::fusedcnn::detail::max_threads() * per_thread);
+  T* windows = win_per_thread ? detail::ensure_len(ws.windows, ::fusedcnn::detail::max_threads() *
+                                                                   win_per_thread)
+                              : nullptr;
   ::fusedcnn::detail::parallel_for(nchunks, [&](std::size_t ci) {
     T* acc = partial + ci * wsize;
     std::fill_n(acc, wsize, T{0});
-    const T** rows = ws.rows.data() + ::fusedcnn::detail::thread_index() * per_thread;
+    const std::size_t tid = ::fusedcnn::detail::thread_index();
+    const T** rows = ws.rows.data() + tid * per_thread;
+    T* win = windows ? windows + tid * win_per_thread : nullptr;
     const std::size_t pend = std::min(P, (ci + 1) * per_chunk);
     for (std::size_t b0 = ci * per_chunk; b0 < pend; b0 += block) {
       const std::size_t np = std::min(block, pend - b0);
-      for (std::size_t j = 0; j < np; ++j) {
-        const std::size_t p = b0 + j;
-        const std::size_t wo = p % g.wo, ho = (p / g.wo) % g.ho, n = p / (g.wo * g.ho);
-        for (std::size_t a = 0; a < g.kh; ++a) {
-          const std::size_t hp = ho * g.sh + a * g.dh;
-          const bool hin = hp >= g.pt && hp - g.pt < g.h;
-          for (std::size_t b = 0; b < g.kw; ++b) {
-            const std::size_t wp = wo * g.sw + b * g.dw;
-            const bool in = hin && wp >= g.pl && wp - g.pl < g.w;
-            rows[(a * g.kw + b) * block + j] =
-                in ? x + ((n * g.h + (hp - g.pt)) * g.w + (wp - g.pl)) * g.c : zero;
-          }
-        }
-      }
-      for (std::size_t t = 0; t < taps; ++t)
+      gather_rows(g, gs, x, zero, b0, np, np, rows, block, win);
+      // Merged runs hold kw*C channels: the HWIO rows of one kernel row, in order.
+      const std::size_t rc = gs.merged ? gs.kc : cg;
+      for (std::size_t t = 0; t < gs.taps; ++t)
         for (std::size_t gi = 0; gi < g.groups; ++gi)
-          detail::for_exact_blocks<MR>(cg, [&]<std::size_t M>(std::size_t c0) {
+          detail::for_exact_blocks<MR>(rc, [&]<std::size_t M>(std::size_t c0) {
             for (std::size_t k0 = 0; k0 < kg; k0 += NR)
               kernels::dw<T, M, NR>(np, rows + t * block, gi * cg + c0,
                                     dz + b0 * K + gi * kg + k0, K, std::min(NR, kg - k0),
-                                    acc + (t * cg + c0) * K + gi * kg + k0, K);
+                                    acc + (t * rc + c0) * K + gi * kg + k0, K);
           });
     }
   });
