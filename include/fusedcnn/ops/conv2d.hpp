@@ -174,20 +174,25 @@ void pack_backward_data_weights(const ConvGeometry& g, const ConvPlan& plan, con
   if (plan.by_depthwise) return pack_depthwise_weights(g, w, static_cast<const T*>(nullptr), ws);
   if (plan.by_rows) return pack_rows_weights(g, w, static_cast<const T*>(nullptr), ws);
   // Panel [group][panel][tap][kk][NR] of input channels c0..c0+NR: each HWIO row (t, c) is a
-  // contiguous run over kk, read once and written down one panel column.
+  // contiguous run over kk, read once and written down one panel column. A merged gather
+  // reads the kernel columns of a row in reverse, so their panels are stored reversed.
   const std::size_t cg = g.cg(), kg = g.kg(), K = g.k, nr = plan.tile.nr, taps = g.taps();
+  const bool reversed = backward_data_gather_shape(g).merged;
   const std::size_t panels = (cg + nr - 1) / nr, panel_len = taps * kg * nr;
   T* out = detail::ensure_len(ws.packed, g.groups * panels * panel_len);
   ::fusedcnn::detail::parallel_for(g.groups * panels, [&](std::size_t q) {
     const std::size_t gi = q / panels, c0 = (q % panels) * nr, n = std::min(nr, cg - c0);
     T* panel = out + q * panel_len;
     if (n < nr) std::fill_n(panel, panel_len, T{0});
-    for (std::size_t t = 0; t < taps; ++t)
+    for (std::size_t t = 0; t < taps; ++t) {
+      const std::size_t a = t / g.kw, b = t % g.kw;
+      const std::size_t slot = reversed ? a * g.kw + (g.kw - 1 - b) : t;
       for (std::size_t cc = 0; cc < n; ++cc) {
         const T* src = w + (t * cg + c0 + cc) * K + gi * kg;
-        T* dst = panel + t * kg * nr + cc;
+        T* dst = panel + slot * kg * nr + cc;
         for (std::size_t kk = 0; kk < kg; ++kk) dst[kk * nr] = src[kk];
       }
+    }
   });
 }
 
@@ -199,30 +204,24 @@ void conv2d_backward_data(const ConvGeometry& g, const ConvPlan& plan, const T* 
                           ConvWorkspace<T>& ws) {
   if (plan.by_depthwise) return depthwise_backward_data(g, dz, ws.packed.data(), dx);
   if (plan.by_rows) return rows_backward_data(g, plan, dz, dx, ws);
-  detail::ensure_zeros(ws, g.k);
-  const T* zero = ws.zeros.data();
   const bool gemm = g.pointwise();
+  const GatherShape gs = gemm ? GatherShape{1, g.kg(), false} : backward_data_gather_shape(g);
+  detail::ensure_zeros(ws, std::max(g.k, gs.kc));
+  const T* zero = ws.zeros.data();
+  const std::size_t win_len = gs.window_len(g), win_per_thread = plan.chunk_rows * win_len;
+  T* windows = win_len ? detail::ensure_len(ws.windows,
+                                            ::fusedcnn::detail::max_threads() * win_per_thread)
+                       : nullptr;
   auto build = [&](std::size_t q0, std::size_t m, const T** rows, auto mr) {
     constexpr std::size_t MR = decltype(mr)::value;
     if (gemm) {  // dX = dZ W^T, a plain GEMM: input pixel q was read by output pixel q only
       for (std::size_t i = 0; i < MR; ++i) rows[i] = dz + (q0 + std::min(i, m - 1)) * g.k;
       return;
     }
-    for (std::size_t i = 0; i < MR; ++i) {
-      const std::size_t q = q0 + std::min(i, m - 1);
-      const std::size_t w = q % g.w, h = (q / g.w) % g.h, n = q / (g.w * g.h);
-      for (std::size_t a = 0; a < g.kh; ++a) {
-        // output row ho with ho*sh + a*dh == h + pt, if any
-        const std::size_t hp = h + g.pt, oa = a * g.dh;
-        const bool hok = hp >= oa && (hp - oa) % g.sh == 0 && (hp - oa) / g.sh < g.ho;
-        for (std::size_t b = 0; b < g.kw; ++b) {
-          const std::size_t wp = w + g.pl, ob = b * g.dw;
-          const bool ok = hok && wp >= ob && (wp - ob) % g.sw == 0 && (wp - ob) / g.sw < g.wo;
-          rows[(a * g.kw + b) * MR + i] =
-              ok ? dz + ((n * g.ho + (hp - oa) / g.sh) * g.wo + (wp - ob) / g.sw) * g.k : zero;
-        }
-      }
-    }
+    T* win = windows ? windows + ::fusedcnn::detail::thread_index() * win_per_thread +
+                           (q0 % plan.chunk_rows) * win_len
+                     : nullptr;
+    gather_rows_transposed(g, gs, dz, zero, q0, m, MR, rows, MR, win);
   };
   auto store = [&](const kernels::TileInfo<T>& t) {
     for (std::size_t i = 0; i < t.m; ++i) {
@@ -232,7 +231,7 @@ void conv2d_backward_data(const ConvGeometry& g, const ConvPlan& plan, const T* 
     }
   };
   kernels::with_tile<T>(plan.tile, [&]<std::size_t MR, std::size_t NR>() {
-    detail::igemm_driver<T, MR, NR>(plan, g.taps(), g.kg(), g.groups, g.cg(), ws.packed.data(),
+    detail::igemm_driver<T, MR, NR>(plan, gs.taps, gs.kc, g.groups, g.cg(), ws.packed.data(),
                                     ws, build, store);
   });
 }

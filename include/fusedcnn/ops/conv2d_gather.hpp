@@ -1,5 +1,6 @@
-// Row pointers of the forward gather: for each output pixel and tap, where in x the kernel
-// reads its contraction run. Shared by the forward igemm and the weight gradient.
+// Row pointers of the forward gather (for each output pixel and tap, where in x the kernel
+// reads its contraction run; shared by the forward igemm and the weight gradient) and of the
+// transposed gather of the data gradient (where in dz, for each input pixel and tap).
 //
 // With one group and unit horizontal dilation, the kw taps of one kernel row read kw*C
 // consecutive values of x (NHWC), and the HWIO weights of that kernel row are kw*C
@@ -78,6 +79,67 @@ void gather_rows(const ConvGeometry& g, const GatherShape& s, const T* x, const 
     if (++wo == g.wo) {
       wo = 0;
       if (++ho == g.ho) ho = 0, ++n;
+    }
+  }
+  for (std::size_t t = 0; t < s.taps; ++t)
+    for (std::size_t i = m; i < slots; ++i) rows[t * ld + i] = rows[t * ld + m - 1];
+}
+
+// The data gradient's gather. With one group and unit horizontal stride and dilation, input
+// column w is read by output columns w + pl - b of kernel column b: the kw taps of a kernel
+// row are kw*K consecutive values of dz in reverse b order, so they merge into one run when
+// the weights are packed with the kernel columns reversed (pack_backward_data_weights).
+inline GatherShape backward_data_gather_shape(const ConvGeometry& g) noexcept {
+  if (g.groups == 1 && g.sw == 1 && g.dw == 1 && g.kw > 1 && g.kw * g.k <= gather_merge_limit)
+    return {g.kh, g.kw * g.k, true};
+  return {g.taps(), g.kg(), false};
+}
+
+// Fills rows[t * ld + i] for slots i < `slots` with the dz run tap t of input pixel
+// q0 + min(i, m - 1) gathers (`zero` where no output pixel read it), as gather_rows does for
+// the forward; merged taps run over kernel columns kw - 1 down to 0.
+template <class T>
+void gather_rows_transposed(const ConvGeometry& g, const GatherShape& s, const T* dz,
+                            const T* zero, std::size_t q0, std::size_t m, std::size_t slots,
+                            const T** rows, std::size_t ld, T* win) {
+  std::size_t w = q0 % g.w, h = (q0 / g.w) % g.h, n = q0 / (g.w * g.h);
+  const std::size_t K = g.k;
+  for (std::size_t i = 0; i < m; ++i) {
+    const std::size_t hp = h + g.pt, wp = w + g.pl;
+    for (std::size_t a = 0; a < g.kh; ++a) {
+      // output row ho with ho*sh + a*dh == hp, if any
+      const std::size_t oa = a * g.dh;
+      const bool hok = hp >= oa && (hp - oa) % g.sh == 0 && (hp - oa) / g.sh < g.ho;
+      const T* row = hok ? dz + (n * g.ho + (hp - oa) / g.sh) * g.wo * K : nullptr;
+      if (s.merged) {  // output columns wp - kw + 1 .. wp
+        const T* run = zero;
+        if (hok) {
+          if (wp + 1 >= g.kw && wp < g.wo) {
+            run = row + (wp + 1 - g.kw) * K;
+          } else {  // partly outside the output: copy with zeros
+            T* dst = win + i * s.window_len(g) + a * s.kc;
+            for (std::size_t b = 0; b < g.kw; ++b, dst += K) {
+              const std::size_t col = wp + b;  // wp - (kw - 1) + b, kept unsigned
+              if (col + 1 >= g.kw && col + 1 - g.kw < g.wo)
+                std::copy_n(row + (col + 1 - g.kw) * K, K, dst);
+              else
+                std::fill_n(dst, K, T{0});
+            }
+            run = win + i * s.window_len(g) + a * s.kc;
+          }
+        }
+        rows[a * ld + i] = run;
+        continue;
+      }
+      for (std::size_t b = 0; b < g.kw; ++b) {
+        const std::size_t ob = b * g.dw;
+        const bool ok = hok && wp >= ob && (wp - ob) % g.sw == 0 && (wp - ob) / g.sw < g.wo;
+        rows[(a * g.kw + b) * ld + i] = ok ? row + (wp - ob) / g.sw * K : zero;
+      }
+    }
+    if (++w == g.w) {
+      w = 0;
+      if (++h == g.h) h = 0, ++n;
     }
   }
   for (std::size_t t = 0; t < s.taps; ++t)
