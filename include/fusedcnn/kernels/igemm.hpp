@@ -26,17 +26,21 @@ struct TileShape {
 #if FUSEDCNN_ISA_AVX512
 template <class T>
 using Vec = avx512::Vec<T>;
-inline constexpr std::size_t wide_mr = 12, wide_nv = 2, narrow_mr = 16, dw_mr = 12, dw_nv = 2;
+inline constexpr std::size_t wide_mr = 12, wide_nv = 2, narrow_mr = 16, dw_mr = 12, dw_nv = 2,
+                             dw_narrow_mr = 24;
 #elif FUSEDCNN_ISA_AVX2
 template <class T>
 using Vec = avx2::Vec<T>;
-inline constexpr std::size_t wide_mr = 6, wide_nv = 2, narrow_mr = 12, dw_mr = 6, dw_nv = 2;
+inline constexpr std::size_t wide_mr = 6, wide_nv = 2, narrow_mr = 12, dw_mr = 6, dw_nv = 2,
+                             dw_narrow_mr = 12;
 #elif FUSEDCNN_ISA_NEON
 template <class T>
 using Vec = neon::Vec<T>;
-inline constexpr std::size_t wide_mr = 6, wide_nv = 4, narrow_mr = 12, dw_mr = 6, dw_nv = 4;
+inline constexpr std::size_t wide_mr = 6, wide_nv = 4, narrow_mr = 12, dw_mr = 6, dw_nv = 4,
+                             dw_narrow_mr = 24;
 #else
-inline constexpr std::size_t wide_mr = 4, wide_nv = 2, narrow_mr = 4, dw_mr = 4, dw_nv = 2;
+inline constexpr std::size_t wide_mr = 4, wide_nv = 2, narrow_mr = 4, dw_mr = 4, dw_nv = 2,
+                             dw_narrow_mr = 8;
 #endif
 
 // Lanes of T in one vector of this build (the generic family pretends to 16-byte vectors).
@@ -80,11 +84,18 @@ inline void igemm(std::size_t taps, std::size_t kc, const T* const* rows, const 
 #endif
 }
 
-// Weight-gradient tiles: MR input channels by NR output channels.
+// Weight-gradient tiles: MR input channels by NR output channels. The narrow one (one vector
+// of output channels, more input channels) keeps every lane busy when a group has at most
+// one vector of output channels.
 template <class T>
 struct DwTile {
   static constexpr std::size_t mr = dw_mr;
   static constexpr std::size_t nr = dw_nv * lanes<T>;
+};
+template <class T>
+struct DwNarrowTile {
+  static constexpr std::size_t mr = dw_narrow_mr;
+  static constexpr std::size_t nr = lanes<T>;
 };
 
 // The weight-gradient micro-kernel for an MR x NR tile; contract in generic/dw_mrxnr.hpp.

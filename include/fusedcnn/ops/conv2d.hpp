@@ -282,7 +282,6 @@ void conv2d_backward_weights(const ConvGeometry& g, const T* x, const T* dz, T* 
                              ConvWorkspace<T>& ws) {
   if (use_depthwise(g)) return depthwise_backward_weights(g, x, dz, dw, ws);
   if (use_rows<T>(g)) return rows_backward_weights(g, x, dz, dw, ws);
-  constexpr std::size_t MR = kernels::DwTile<T>::mr, NR = kernels::DwTile<T>::nr;
   constexpr std::size_t block = 256;  // pixels per block of row pointers: 9 taps = 18 KiB
   const std::size_t cg = g.cg(), kg = g.kg(), taps = g.taps(), P = g.pixels(), K = g.k;
   const std::size_t wsize = taps * cg * K;
@@ -298,6 +297,19 @@ void conv2d_backward_weights(const ConvGeometry& g, const T* x, const T* dz, T* 
   T* windows = win_per_thread ? detail::ensure_len(ws.windows, ::fusedcnn::detail::max_threads() *
                                                                    win_per_thread)
                               : nullptr;
+  // Exact channel blocks of the tile that fits the group's output channels.
+  auto for_tiles = [&](std::size_t channels, auto&& f) {
+    using Wide = kernels::DwTile<T>;
+    using Narrow = kernels::DwNarrowTile<T>;
+    if (kg <= Narrow::nr)
+      detail::for_exact_blocks<Narrow::mr>(channels, [&]<std::size_t M>(std::size_t c0) {
+        f.template operator()<M, Narrow::nr>(c0);
+      });
+    else
+      detail::for_exact_blocks<Wide::mr>(channels, [&]<std::size_t M>(std::size_t c0) {
+        f.template operator()<M, Wide::nr>(c0);
+      });
+  };
   ::fusedcnn::detail::parallel_for(nchunks, [&](std::size_t ci) {
     T* acc = partial + ci * wsize;
     std::fill_n(acc, wsize, T{0});
@@ -312,7 +324,7 @@ void conv2d_backward_weights(const ConvGeometry& g, const T* x, const T* dz, T* 
       const std::size_t rc = gs.merged ? gs.kc : cg;
       for (std::size_t t = 0; t < gs.taps; ++t)
         for (std::size_t gi = 0; gi < g.groups; ++gi)
-          detail::for_exact_blocks<MR>(rc, [&]<std::size_t M>(std::size_t c0) {
+          for_tiles(rc, [&]<std::size_t M, std::size_t NR>(std::size_t c0) {
             for (std::size_t k0 = 0; k0 < kg; k0 += NR)
               kernels::dw<T, M, NR>(np, rows + t * block, gi * cg + c0,
                                     dz + b0 * K + gi * kg + k0, K, std::min(NR, kg - k0),

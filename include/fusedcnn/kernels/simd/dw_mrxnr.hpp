@@ -22,7 +22,7 @@ inline void dw_mrxnr(std::size_t np, const T* const* xrows, std::size_t coff, co
 #pragma GCC unroll 4
   for (std::size_t v = 0; v < NV; ++v) mask[v] = V::first(n > v * L ? n - v * L : 0);
   typename V::R acc[MR][NV];
-#pragma GCC unroll 16
+#pragma GCC unroll 32
   for (std::size_t i = 0; i < MR; ++i)
 #pragma GCC unroll 4
     for (std::size_t v = 0; v < NV; ++v) acc[i][v] = V::zero();
@@ -32,14 +32,14 @@ inline void dw_mrxnr(std::size_t np, const T* const* xrows, std::size_t coff, co
     typename V::R dv[NV];
 #pragma GCC unroll 4
     for (std::size_t v = 0; v < NV; ++v) dv[v] = V::load(mask[v], d + v * L);
-#pragma GCC unroll 16
+#pragma GCC unroll 32
     for (std::size_t i = 0; i < MR; ++i) {
       const typename V::R xv = V::bcast(x + i);
 #pragma GCC unroll 4
       for (std::size_t v = 0; v < NV; ++v) acc[i][v] = V::fma(xv, dv[v], acc[i][v]);
     }
   }
-#pragma GCC unroll 16
+#pragma GCC unroll 32
   for (std::size_t i = 0; i < MR; ++i)
 #pragma GCC unroll 4
     for (std::size_t v = 0; v < NV; ++v) {

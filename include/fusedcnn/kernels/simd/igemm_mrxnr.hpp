@@ -23,20 +23,20 @@ inline void igemm_mrxnr(std::size_t taps, std::size_t kc, const T* const* rows, 
                 "tile exceeds the register budget");
   assert(m >= 1 && m <= MR && n >= 1 && n <= NR);
   typename V::R acc[MR][NV];
-#pragma GCC unroll 16
+#pragma GCC unroll 32
   for (std::size_t i = 0; i < MR; ++i)
 #pragma GCC unroll 4
     for (std::size_t v = 0; v < NV; ++v) acc[i][v] = V::zero();
   for (std::size_t t = 0; t < taps; ++t) {
     const T* a[MR];
-#pragma GCC unroll 16
+#pragma GCC unroll 32
     for (std::size_t i = 0; i < MR; ++i) a[i] = rows[t * MR + i] + aoff;
     const T* b = w + t * kc * NR;  // aligned: panels are whole vectors from an aligned base
     for (std::size_t c = 0; c < kc; ++c, b += NR) {
       typename V::R bv[NV];
 #pragma GCC unroll 4
       for (std::size_t v = 0; v < NV; ++v) bv[v] = V::load(b + v * V::lanes);
-#pragma GCC unroll 16
+#pragma GCC unroll 32
       for (std::size_t i = 0; i < MR; ++i) {
         const typename V::R av = V::bcast(a[i] + c);
 #pragma GCC unroll 4
@@ -45,7 +45,7 @@ inline void igemm_mrxnr(std::size_t taps, std::size_t kc, const T* const* rows, 
     }
   }
   alignas(64) T tile[MR * NR];
-#pragma GCC unroll 16
+#pragma GCC unroll 32
   for (std::size_t i = 0; i < MR; ++i)
 #pragma GCC unroll 4
     for (std::size_t v = 0; v < NV; ++v) V::store(tile + i * NR + v * V::lanes, acc[i][v]);
