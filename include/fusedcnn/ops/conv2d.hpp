@@ -54,7 +54,7 @@ namespace detail {
 inline constexpr std::size_t igemm_block_bytes = 256 * 1024;
 
 // Runs the igemm kernel over every tile of the plan, every group and every NR-wide panel.
-// Work items are (chunk, column block) pairs, so a chunk's row pointers are built once per
+// Work items are (column block, chunk) pairs, so a chunk's row pointers are built once per
 // block and each panel meets all of the chunk's tiles while it is in cache; many channels on
 // few pixels still split across threads. For any one channel, tiles reach epi(TileInfo) in
 // row order within a chunk, whatever the thread count. build(p0, m, rows) fills a tile's row
@@ -71,8 +71,10 @@ void igemm_driver(const ConvPlan& plan, std::size_t taps, std::size_t kc, std::s
   const std::size_t tiles = (plan.chunk_rows + MR - 1) / MR, tile_len = taps * MR;
   const std::size_t per_thread = tiles * tile_len;
   ws.rows.resize(::fusedcnn::detail::max_threads() * per_thread);
+  // Block-major items: a static split then gives each thread whole column blocks over every
+  // chunk, so a short last chunk does not leave one thread idle when blocks outnumber chunks.
   ::fusedcnn::detail::parallel_for(plan.chunks * blocks, [&](std::size_t item) {
-    const std::size_t chunk = item / blocks, blk = item % blocks;
+    const std::size_t chunk = item % plan.chunks, blk = item / plan.chunks;
     const T** rows = ws.rows.data() + ::fusedcnn::detail::thread_index() * per_thread;
     const std::size_t chunk_p0 = chunk * plan.chunk_rows;
     const std::size_t end = std::min(plan.rows, chunk_p0 + plan.chunk_rows);
@@ -310,9 +312,22 @@ void conv2d_backward_weights(const ConvGeometry& g, const T* x, const T* dz, T* 
         f.template operator()<M, Wide::nr>(c0);
       });
   };
-  ::fusedcnn::detail::parallel_for(nchunks, [&](std::size_t ci) {
+  // Few chunks (many channels on few pixels) also split the output channels into column
+  // parts, each its own work item writing its own columns: parallel, and still a function of
+  // the shape alone.
+  constexpr std::size_t wide_nr = kernels::DwTile<T>::nr;
+  const std::size_t kparts =
+      nchunks >= 8 ? 1
+                   : std::min((kg + 2 * wide_nr - 1) / (2 * wide_nr), (8 + nchunks - 1) / nchunks);
+  const std::size_t kstep = ((kg + kparts - 1) / kparts + wide_nr - 1) / wide_nr * wide_nr;
+  ::fusedcnn::detail::parallel_for(nchunks * kparts, [&](std::size_t item) {
+    const std::size_t ci = item / kparts, kb0 = item % kparts * kstep;
+    if (kb0 >= kg) return;
+    const std::size_t kb1 = std::min(kg, kb0 + kstep);
     T* acc = partial + ci * wsize;
-    std::fill_n(acc, wsize, T{0});
+    for (std::size_t r = 0; r < taps * cg; ++r)
+      for (std::size_t gi = 0; gi < g.groups; ++gi)
+        std::fill(acc + r * K + gi * kg + kb0, acc + r * K + gi * kg + kb1, T{0});
     const std::size_t tid = ::fusedcnn::detail::thread_index();
     const T** rows = ws.rows.data() + tid * per_thread;
     T* win = windows ? windows + tid * win_per_thread : nullptr;
@@ -325,9 +340,9 @@ void conv2d_backward_weights(const ConvGeometry& g, const T* x, const T* dz, T* 
       for (std::size_t t = 0; t < gs.taps; ++t)
         for (std::size_t gi = 0; gi < g.groups; ++gi)
           for_tiles(rc, [&]<std::size_t M, std::size_t NR>(std::size_t c0) {
-            for (std::size_t k0 = 0; k0 < kg; k0 += NR)
+            for (std::size_t k0 = kb0; k0 < kb1; k0 += NR)
               kernels::dw<T, M, NR>(np, rows + t * block, gi * cg + c0,
-                                    dz + b0 * K + gi * kg + k0, K, std::min(NR, kg - k0),
+                                    dz + b0 * K + gi * kg + k0, K, std::min(NR, kb1 - k0),
                                     acc + (t * rc + c0) * K + gi * kg + k0, K);
           });
     }
