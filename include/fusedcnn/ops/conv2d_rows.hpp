@@ -30,11 +30,12 @@ constexpr bool use_rows(const ConvGeometry& g) noexcept {
 
 // Whether the row family runs the data gradient: also when the input channels of a group are
 // few (the data gradient's output columns), however many output channels it sums over, as in
-// a 3-channel stem convolution, where the igemm tile would leave most lanes empty.
+// a 3-channel stem convolution, where the igemm tile would leave most lanes empty (at most
+// 4 of them busy, for float and double alike).
 template <class T>
 constexpr bool use_rows_for_data(const ConvGeometry& g) noexcept {
   return use_rows<T>(g) ||
-         (g.cg() <= kernels::RowVec<T>::lanes / 4 && g.kg() <= 128 && g.wo > 0 && g.ho > 0);
+         (g.cg() <= 4 && g.kg() <= 128 && g.wo > 0 && g.ho > 0);
 }
 
 // Output rows per reduction chunk: about 256 pixels, whole rows.
