@@ -42,43 +42,52 @@ template <class T>
 void gather_rows(const ConvGeometry& g, const GatherShape& s, const T* x, const T* zero,
                  std::size_t p0, std::size_t m, std::size_t slots, const T** rows,
                  std::size_t ld, T* win) {
-  std::size_t wo = p0 % g.wo, ho = (p0 / g.wo) % g.ho, n = p0 / (g.wo * g.ho);
-  const std::size_t C = g.c;
+  // Locals, so the stores through rows and win cannot make the compiler reload them.
+  const std::size_t C = g.c, H = g.h, W = g.w, Ho = g.ho, Wo = g.wo, kh = g.kh, kw = g.kw;
+  const std::size_t sh = g.sh, sw = g.sw, dh = g.dh, dw = g.dw, pt = g.pt, pl = g.pl;
+  const std::size_t kc = s.kc, wlen = s.window_len(g), row_len = W * C;
+  const bool merged = s.merged;
+  std::size_t wo = p0 % Wo, ho = (p0 / Wo) % Ho, n = p0 / (Wo * Ho);
   for (std::size_t i = 0; i < m; ++i) {
-    const std::size_t wp0 = wo * g.sw;  // first column in the padded input
-    for (std::size_t a = 0; a < g.kh; ++a) {
-      const std::size_t hp = ho * g.sh + a * g.dh;
-      const bool hin = hp >= g.pt && hp - g.pt < g.h;
-      const T* row = hin ? x + (n * g.h + (hp - g.pt)) * g.w * C : nullptr;
-      if (s.merged) {
-        const T* run = zero;
-        if (hin) {
-          if (wp0 >= g.pl && wp0 + g.kw <= g.pl + g.w) {
-            run = row + (wp0 - g.pl) * C;
-          } else {  // the window crosses the padding: copy it with zeros
-            T* dst = win + i * s.window_len(g) + a * s.kc;
-            for (std::size_t b = 0; b < g.kw; ++b, dst += C) {
-              const std::size_t wp = wp0 + b;
-              if (wp >= g.pl && wp - g.pl < g.w)
-                std::copy_n(row + (wp - g.pl) * C, C, dst);
-              else
-                std::fill_n(dst, C, T{0});
-            }
-            run = win + i * s.window_len(g) + a * s.kc;
-          }
-        }
-        rows[a * ld + i] = run;
+    const std::size_t wp0 = wo * sw;  // first column in the padded input
+    const bool inside = wp0 >= pl && wp0 + (kw - 1) * dw < pl + W;  // no column is padding
+    for (std::size_t a = 0; a < kh; ++a) {
+      const std::size_t hp = ho * sh + a * dh;
+      const T** out = rows + (merged ? a : a * kw) * ld + i;
+      if (hp < pt || hp - pt >= H) {  // a padding row
+        for (std::size_t b = 0; b < (merged ? 1 : kw); ++b) out[b * ld] = zero;
         continue;
       }
-      for (std::size_t b = 0; b < g.kw; ++b) {
-        const std::size_t wp = wp0 + b * g.dw;
-        const bool in = hin && wp >= g.pl && wp - g.pl < g.w;
-        rows[(a * g.kw + b) * ld + i] = in ? row + (wp - g.pl) * C : zero;
+      const T* row = x + (n * H + (hp - pt)) * row_len;
+      if (inside) {
+        const T* first = row + (wp0 - pl) * C;
+        if (merged) {
+          out[0] = first;
+        } else {
+          for (std::size_t b = 0; b < kw; ++b) out[b * ld] = first + b * dw * C;
+        }
+        continue;
+      }
+      if (merged) {  // the window crosses the padding: copy it with zeros
+        T* dst = win + i * wlen + a * kc;
+        out[0] = dst;
+        for (std::size_t b = 0; b < kw; ++b, dst += C) {
+          const std::size_t wp = wp0 + b;
+          if (wp >= pl && wp - pl < W)
+            std::copy_n(row + (wp - pl) * C, C, dst);
+          else
+            std::fill_n(dst, C, T{0});
+        }
+        continue;
+      }
+      for (std::size_t b = 0; b < kw; ++b) {
+        const std::size_t wp = wp0 + b * dw;
+        out[b * ld] = wp >= pl && wp - pl < W ? row + (wp - pl) * C : zero;
       }
     }
-    if (++wo == g.wo) {
+    if (++wo == Wo) {
       wo = 0;
-      if (++ho == g.ho) ho = 0, ++n;
+      if (++ho == Ho) ho = 0, ++n;
     }
   }
   for (std::size_t t = 0; t < s.taps; ++t)
