@@ -111,44 +111,48 @@ template <class T>
 void gather_rows_transposed(const ConvGeometry& g, const GatherShape& s, const T* dz,
                             const T* zero, std::size_t q0, std::size_t m, std::size_t slots,
                             const T** rows, std::size_t ld, T* win) {
-  std::size_t w = q0 % g.w, h = (q0 / g.w) % g.h, n = q0 / (g.w * g.h);
-  const std::size_t K = g.k;
+  const std::size_t K = g.k, H = g.h, W = g.w, Ho = g.ho, Wo = g.wo, kh = g.kh, kw = g.kw;
+  const std::size_t sh = g.sh, sw = g.sw, dh = g.dh, dw = g.dw, pt = g.pt, pl = g.pl;
+  const std::size_t kc = s.kc, wlen = s.window_len(g), row_len = Wo * K;
+  const bool merged = s.merged;
+  std::size_t w = q0 % W, h = (q0 / W) % H, n = q0 / (W * H);
   for (std::size_t i = 0; i < m; ++i) {
-    const std::size_t hp = h + g.pt, wp = w + g.pl;
-    for (std::size_t a = 0; a < g.kh; ++a) {
+    const std::size_t hp = h + pt, wp = w + pl;
+    for (std::size_t a = 0; a < kh; ++a) {
       // output row ho with ho*sh + a*dh == hp, if any
-      const std::size_t oa = a * g.dh;
-      const bool hok = hp >= oa && (hp - oa) % g.sh == 0 && (hp - oa) / g.sh < g.ho;
-      const T* row = hok ? dz + (n * g.ho + (hp - oa) / g.sh) * g.wo * K : nullptr;
-      if (s.merged) {  // output columns wp - kw + 1 .. wp
-        const T* run = zero;
-        if (hok) {
-          if (wp + 1 >= g.kw && wp < g.wo) {
-            run = row + (wp + 1 - g.kw) * K;
-          } else {  // partly outside the output: copy with zeros
-            T* dst = win + i * s.window_len(g) + a * s.kc;
-            for (std::size_t b = 0; b < g.kw; ++b, dst += K) {
-              const std::size_t col = wp + b;  // wp - (kw - 1) + b, kept unsigned
-              if (col + 1 >= g.kw && col + 1 - g.kw < g.wo)
-                std::copy_n(row + (col + 1 - g.kw) * K, K, dst);
-              else
-                std::fill_n(dst, K, T{0});
-            }
-            run = win + i * s.window_len(g) + a * s.kc;
-          }
-        }
-        rows[a * ld + i] = run;
+      const std::size_t oa = a * dh;
+      const T** out = rows + (merged ? a : a * kw) * ld + i;
+      const bool hok = hp >= oa && (hp - oa) % sh == 0 && (hp - oa) / sh < Ho;
+      if (!hok) {
+        for (std::size_t b = 0; b < (merged ? 1 : kw); ++b) out[b * ld] = zero;
         continue;
       }
-      for (std::size_t b = 0; b < g.kw; ++b) {
-        const std::size_t ob = b * g.dw;
-        const bool ok = hok && wp >= ob && (wp - ob) % g.sw == 0 && (wp - ob) / g.sw < g.wo;
-        rows[(a * g.kw + b) * ld + i] = ok ? row + (wp - ob) / g.sw * K : zero;
+      const T* row = dz + (n * Ho + (hp - oa) / sh) * row_len;
+      if (merged) {  // output columns wp - kw + 1 .. wp
+        if (wp + 1 >= kw && wp < Wo) {
+          out[0] = row + (wp + 1 - kw) * K;
+          continue;
+        }
+        T* dst = win + i * wlen + a * kc;  // partly outside the output: copy with zeros
+        out[0] = dst;
+        for (std::size_t b = 0; b < kw; ++b, dst += K) {
+          const std::size_t col = wp + b;  // wp - (kw - 1) + b, kept unsigned
+          if (col + 1 >= kw && col + 1 - kw < Wo)
+            std::copy_n(row + (col + 1 - kw) * K, K, dst);
+          else
+            std::fill_n(dst, K, T{0});
+        }
+        continue;
+      }
+      for (std::size_t b = 0; b < kw; ++b) {
+        const std::size_t ob = b * dw;
+        const bool ok = wp >= ob && (wp - ob) % sw == 0 && (wp - ob) / sw < Wo;
+        out[b * ld] = ok ? row + (wp - ob) / sw * K : zero;
       }
     }
-    if (++w == g.w) {
+    if (++w == W) {
       w = 0;
-      if (++h == g.h) h = 0, ++n;
+      if (++h == H) h = 0, ++n;
     }
   }
   for (std::size_t t = 0; t < s.taps; ++t)
