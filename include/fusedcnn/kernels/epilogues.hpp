@@ -29,7 +29,7 @@ void store_channel_major(const T* src, std::size_t cs, std::size_t m, const T* b
   }
 }
 
-// store_channel_major for a runtime channel count n in [1, 4].
+// store_channel_major for a runtime channel count n in [1, 4] or 8 (the row family's blocks).
 template <class T, bool Relu>
 void store_channel_major(const T* src, std::size_t cs, std::size_t m, std::size_t n, const T* b,
                          T* dst, std::size_t ldd) noexcept {
@@ -37,6 +37,7 @@ void store_channel_major(const T* src, std::size_t cs, std::size_t m, std::size_
     case 1: return store_channel_major<T, 1, Relu>(src, cs, m, b, dst, ldd);
     case 2: return store_channel_major<T, 2, Relu>(src, cs, m, b, dst, ldd);
     case 3: return store_channel_major<T, 3, Relu>(src, cs, m, b, dst, ldd);
+    case 8: return store_channel_major<T, 8, Relu>(src, cs, m, b, dst, ldd);
     default: return store_channel_major<T, 4, Relu>(src, cs, m, b, dst, ldd);
   }
 }
@@ -51,7 +52,7 @@ struct BiasActEpilogue {
   const T* bias;  // may be null
 
   void operator()(const TileInfo<T>& t) const noexcept {
-    if (t.cs != 1 && t.n <= 4) {  // channel-major tile of the row family
+    if (t.cs != 1 && t.n <= 8) {  // channel-major tile of the row family
       detail::store_channel_major<T, Relu>(t.data, t.cs, t.m, t.n, bias ? bias + t.k0 : nullptr,
                                            y + t.p0 * ldy + t.k0, ldy);
       return;
@@ -84,7 +85,7 @@ struct BiasStatsEpilogue {
     const std::size_t K = ldz;
     double* shift = slots + t.chunk * 3 * K + t.k0;
     const bool first = t.p0 == t.chunk_p0;
-    if (t.cs != 1 && t.n <= 4) {  // channel-major (row family): each channel's pixels are contiguous
+    if (t.cs != 1 && t.n <= 8) {  // channel-major (row family): each channel's pixels are contiguous
       for (std::size_t j = 0; j < t.n; ++j) {
         const T b = bias ? bias[t.k0 + j] : T{0};
         const T* src = t.data + j * t.cs;

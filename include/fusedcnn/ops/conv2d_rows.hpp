@@ -180,7 +180,7 @@ void pack_rows_weights(const ConvGeometry& g, const T* w, const T* scale, ConvWo
 template <class T, class Epi>
 void rows_forward(const ConvGeometry& g, const ConvPlan& plan, const T* x, ConvWorkspace<T>& ws,
                   Epi& epi) {
-  constexpr std::size_t L = kernels::RowVec<T>::lanes, KB = kernels::row_max_kb;
+  constexpr std::size_t L = kernels::RowVec<T>::lanes, KB = kernels::row_fwd_max_kb<T>;
   const RowsLayout l = rows_layout<T>(g, plan);
   const T* planar = detail::planar_input(g, l, x, ws, true);
   const kernels::RowTaps taps{g.kh, g.kw, g.cg(), l.chan, detail::tap_offsets(g, l, ws.offsets)};
@@ -195,19 +195,32 @@ void rows_forward(const ConvGeometry& g, const ConvPlan& plan, const T* x, ConvW
     T* acc = scratch + tid * KB * cs;  // channel-major: element (i, k) at acc[k*cs + i]
     const std::size_t r0 = chunk * per_chunk, r1 = std::min(out_rows, r0 + per_chunk);
     for (std::size_t gi = 0; gi < g.groups; ++gi)
-      for (std::size_t kb0 = 0; kb0 < kg; kb0 += KB) {
-        const std::size_t kb = std::min(KB, kg - kb0);
+      for (std::size_t kb0 = 0, kb = 0; kb0 < kg; kb0 += kb) {
+        kb = KB == 8 && kg - kb0 >= 8 ? 8 : std::min(kernels::row_max_kb, kg - kb0);
         const T* w = ws.packed.data() + gi * g.taps() * cg * kg + kb0;
-        kernels::with_row_tile<T>(kb, plan.row_nv, [&]<std::size_t B, std::size_t NV>() {
+        auto run = [&]<std::size_t B, std::size_t NV>() {
+          constexpr std::size_t step = NV * L;  // divides px: whole tiles stay inside wo_pad
           for (std::size_t r = r0; r < r1; ++r) {
             const std::size_t n = r / g.ho, ho = r % g.ho;
             for (std::size_t a = 0; a < g.kh; ++a)
               rows[a] = planar + (n * l.hp + ho * g.sh + a * g.dh) * l.row + gi * cg * l.chan;
             T* out = acc + (r - r0) * g.wo;
-            for (std::size_t wo0 = 0; wo0 < g.wo; wo0 += px)
+            for (std::size_t wo0 = 0; wo0 < g.wo; wo0 += step)
               kernels::row_fwd<T, B, NV>(taps, rows, wo0, w, kg, out + wo0, cs);
           }
-        });
+        };
+        if constexpr (KB == 8) {
+          if (kb == 8) {
+            if (plan.row_nv == 1)
+              run.template operator()<8, 1>();
+            else
+              run.template operator()<8, 2>();
+          } else {
+            kernels::with_row_tile<T>(kb, plan.row_nv, run);
+          }
+        } else {
+          kernels::with_row_tile<T>(kb, plan.row_nv, run);
+        }
         epi(kernels::TileInfo<T>{acc, 1, (r1 - r0) * g.wo, kb, r0 * g.wo, gi * kg + kb0, chunk,
                                  r0 * g.wo, cs});
       }
