@@ -293,24 +293,32 @@ void rows_backward_weights(const ConvGeometry& g, const T* x, const T* dz, T* dw
     T* acc = partial + ci * wsize;
     const std::size_t r0 = ci * per_chunk, nr = std::min(out_rows, r0 + per_chunk) - r0;
     for (std::size_t a = 0; a < g.kh; ++a)
-      for (std::size_t b = 0; b < g.kw; ++b)
-        for (std::size_t gi = 0; gi < g.groups; ++gi)
-          for (std::size_t c = 0; c < cg; ++c) {
-            for (std::size_t i = 0; i < nr; ++i) {
-              const std::size_t n = (r0 + i) / g.ho, ho = (r0 + i) % g.ho;
-              xr[i] = planar + (n * l.hp + ho * g.sh + a * g.dh) * l.row +
-                      (gi * cg + c) * l.chan + off[b];
-            }
-            for (std::size_t kb0 = 0; kb0 < kg; kb0 += kernels::row_max_kb) {
-              const std::size_t kb = std::min(kernels::row_max_kb, kg - kb0);
-              for (std::size_t i = 0; i < nr; ++i)
-                dr[i] = dzp + ((r0 + i) * K + gi * kg + kb0) * l.wo_pad;
+      for (std::size_t gi = 0; gi < g.groups; ++gi)
+        for (std::size_t c = 0; c < cg; ++c) {
+          for (std::size_t i = 0; i < nr; ++i) {
+            const std::size_t n = (r0 + i) / g.ho, ho = (r0 + i) % g.ho;
+            xr[i] = planar + (n * l.hp + ho * g.sh + a * g.dh) * l.row + (gi * cg + c) * l.chan;
+          }
+          for (std::size_t kb0 = 0; kb0 < kg; kb0 += kernels::row_max_kb) {
+            const std::size_t kb = std::min(kernels::row_max_kb, kg - kb0);
+            for (std::size_t i = 0; i < nr; ++i)
+              dr[i] = dzp + ((r0 + i) * K + gi * kg + kb0) * l.wo_pad;
+            // up to three tap columns per call share the dz loads
+            for (std::size_t b = 0; b < g.kw; b += 3) {
+              const std::size_t tb = std::min<std::size_t>(3, g.kw - b);
               T* sums = acc + ((a * g.kw + b) * cg + c) * K + gi * kg + kb0;
               kernels::with_row_kb(kb, [&]<std::size_t KB>() {
-                kernels::row_bwd_weights<T, KB>(nr, xr, dr, l.wo_pad, g.wo, sums);
+                auto call = [&]<std::size_t TB>() {
+                  kernels::row_bwd_weights<T, KB, TB>(nr, xr, off + b, dr, l.wo_pad, g.wo, sums,
+                                                      cg * K);
+                };
+                if (tb == 3) return call.template operator()<3>();
+                if (tb == 2) return call.template operator()<2>();
+                call.template operator()<1>();
               });
             }
           }
+        }
   });
   detail::add_chunk_partials(partial, nchunks, wsize, dw);
 }
