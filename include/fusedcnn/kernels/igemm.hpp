@@ -6,8 +6,10 @@
 
 #include "fusedcnn/kernels/config.hpp"
 #include "fusedcnn/kernels/generic/dw_mrxnr.hpp"
+#include "fusedcnn/kernels/generic/dwt_mrxnr.hpp"
 #include "fusedcnn/kernels/generic/igemm_mrxnr.hpp"
 #include "fusedcnn/kernels/simd/dw_mrxnr.hpp"
+#include "fusedcnn/kernels/simd/dwt_mrxnr.hpp"
 #include "fusedcnn/kernels/simd/igemm_mrxnr.hpp"
 #include "fusedcnn/kernels/vec/avx2.hpp"
 #include "fusedcnn/kernels/vec/avx512.hpp"
@@ -27,20 +29,20 @@ struct TileShape {
 template <class T>
 using Vec = avx512::Vec<T>;
 inline constexpr std::size_t wide_mr = 12, wide_nv = 2, narrow_mr = 16, dw_mr = 12, dw_nv = 2,
-                             dw_narrow_mr = 24;
+                             dw_narrow_mr = 24, dwt_kb = 8, dwt_cv = 3;
 #elif FUSEDCNN_ISA_AVX2
 template <class T>
 using Vec = avx2::Vec<T>;
 inline constexpr std::size_t wide_mr = 6, wide_nv = 2, narrow_mr = 12, dw_mr = 6, dw_nv = 2,
-                             dw_narrow_mr = 12;
+                             dw_narrow_mr = 12, dwt_kb = 4, dwt_cv = 2;
 #elif FUSEDCNN_ISA_NEON
 template <class T>
 using Vec = neon::Vec<T>;
 inline constexpr std::size_t wide_mr = 6, wide_nv = 4, narrow_mr = 12, dw_mr = 6, dw_nv = 4,
-                             dw_narrow_mr = 24;
+                             dw_narrow_mr = 24, dwt_kb = 8, dwt_cv = 3;
 #else
 inline constexpr std::size_t wide_mr = 4, wide_nv = 2, narrow_mr = 4, dw_mr = 4, dw_nv = 2,
-                             dw_narrow_mr = 8;
+                             dw_narrow_mr = 8, dwt_kb = 4, dwt_cv = 2;
 #endif
 
 // Lanes of T in one vector of this build (the generic family pretends to 16-byte vectors).
@@ -106,6 +108,24 @@ inline void dw(std::size_t np, const T* const* xrows, std::size_t coff, const T*
   generic::dw_mrxnr<T, MR, NR>(np, xrows, coff, dz, ldz, n, out, ldo);
 #else
   simd::dw_mrxnr<Vec<T>, T, MR, NR>(np, xrows, coff, dz, ldz, n, out, ldo);
+#endif
+}
+
+// Transposed weight-gradient tiles: KB output channels by C input channels (CV vectors).
+template <class T>
+struct DwtTile {
+  static constexpr std::size_t kb = dwt_kb;
+  static constexpr std::size_t c = dwt_cv * lanes<T>;
+};
+
+// The transposed weight-gradient micro-kernel; contract in generic/dwt_mrxnr.hpp.
+template <class T>
+inline void dwt(std::size_t np, const T* const* xrows, std::size_t coff, std::size_t m,
+                const T* dz, std::size_t ldz, std::size_t n, T* out, std::size_t ldo) noexcept {
+#if FUSEDCNN_ISA_GENERIC
+  generic::dwt_mrxnr<T, dwt_kb, DwtTile<T>::c>(np, xrows, coff, m, dz, ldz, n, out, ldo);
+#else
+  simd::dwt_mrxnr<Vec<T>, T, dwt_kb, dwt_cv>(np, xrows, coff, m, dz, ldz, n, out, ldo);
 #endif
 }
 

@@ -299,18 +299,12 @@ void conv2d_backward_weights(const ConvGeometry& g, const T* x, const T* dz, T* 
   T* windows = win_per_thread ? detail::ensure_len(ws.windows, ::fusedcnn::detail::max_threads() *
                                                                    win_per_thread)
                               : nullptr;
-  // Exact channel blocks of the tile that fits the group's output channels.
+  // Exact channel blocks of the weight-gradient tile.
   auto for_tiles = [&](std::size_t channels, auto&& f) {
     using Wide = kernels::DwTile<T>;
-    using Narrow = kernels::DwNarrowTile<T>;
-    if (kg <= Narrow::nr)
-      detail::for_exact_blocks<Narrow::mr>(channels, [&]<std::size_t M>(std::size_t c0) {
-        f.template operator()<M, Narrow::nr>(c0);
-      });
-    else
-      detail::for_exact_blocks<Wide::mr>(channels, [&]<std::size_t M>(std::size_t c0) {
-        f.template operator()<M, Wide::nr>(c0);
-      });
+    detail::for_exact_blocks<Wide::mr>(channels, [&]<std::size_t M>(std::size_t c0) {
+      f.template operator()<M, Wide::nr>(c0);
+    });
   };
   // Few chunks (many channels on few pixels) also split the output channels into column
   // parts, each its own work item writing its own columns: parallel, and still a function of
@@ -337,6 +331,17 @@ void conv2d_backward_weights(const ConvGeometry& g, const T* x, const T* dz, T* 
       gather_rows(g, gs, x, zero, b0, np, np, rows, block, win);
       // Merged runs hold kw*C channels: the HWIO rows of one kernel row, in order.
       const std::size_t rc = gs.merged ? gs.kc : cg;
+      if (kg <= kernels::DwNarrowTile<T>::nr) {  // few output channels: transposed tiles
+        constexpr std::size_t TC = kernels::DwtTile<T>::c, TK = kernels::DwtTile<T>::kb;
+        for (std::size_t t = 0; t < gs.taps; ++t)
+          for (std::size_t gi = 0; gi < g.groups; ++gi)
+            for (std::size_t c0 = 0; c0 < rc; c0 += TC)
+              for (std::size_t k0 = kb0; k0 < kb1; k0 += TK)
+                kernels::dwt<T>(np, rows + t * block, gi * cg + c0, std::min(TC, rc - c0),
+                                dz + b0 * K + gi * kg + k0, K, std::min(TK, kb1 - k0),
+                                acc + (t * rc + c0) * K + gi * kg + k0, K);
+        continue;
+      }
       for (std::size_t t = 0; t < gs.taps; ++t)
         for (std::size_t gi = 0; gi < g.groups; ++gi)
           for_tiles(rc, [&]<std::size_t M, std::size_t NR>(std::size_t c0) {
