@@ -59,28 +59,25 @@ struct RowTaps {
   const std::size_t* off;  // off[b]: offset of tap column b within a channel's planar row
 };
 
-// Forward tile: out[k * ldo + i] = sum over (a, b, c) of
-// w[((a*kw + b)*cg + c)*ldw + k] * rows[a][c*chan + off[b] + i0 + i], for k < KB.
+// Forward tile: out[k * ldo + i] = sum over j < nsrc of w[j*ldw + k] * src[j][i0 + i], for
+// k < KB. src lists, in weight order (tap, c), where each (tap, input channel) term reads
+// its planar row: one flat loop, however few taps and channels there are.
 template <class T, std::size_t KB, std::size_t NV>
-void row_fwd(const RowTaps& t, const T* const* rows, std::size_t i0, const T* w,
+void row_fwd(const T* const* src, std::size_t nsrc, std::size_t i0, const T* w,
              std::size_t ldw, T* out, std::size_t ldo) noexcept {
   using V = RowVec<T>;
   typename V::R acc[KB][NV];
   for (std::size_t k = 0; k < KB; ++k)
     for (std::size_t v = 0; v < NV; ++v) acc[k][v] = V::zero();
-  for (std::size_t a = 0; a < t.kh; ++a)
-    for (std::size_t b = 0; b < t.kw; ++b) {
-      const T* src = rows[a] + t.off[b] + i0;
-      const T* wt = w + (a * t.kw + b) * t.cg * ldw;
-      for (std::size_t c = 0; c < t.cg; ++c, src += t.chan, wt += ldw) {
-        typename V::R xv[NV];
-        for (std::size_t v = 0; v < NV; ++v) xv[v] = V::loadu(src + v * V::lanes);
-        for (std::size_t k = 0; k < KB; ++k) {
-          const typename V::R wv = V::bcast(wt + k);
-          for (std::size_t v = 0; v < NV; ++v) acc[k][v] = V::fma(wv, xv[v], acc[k][v]);
-        }
-      }
+  for (std::size_t j = 0; j < nsrc; ++j, w += ldw) {
+    const T* x = src[j] + i0;
+    typename V::R xv[NV];
+    for (std::size_t v = 0; v < NV; ++v) xv[v] = V::loadu(x + v * V::lanes);
+    for (std::size_t k = 0; k < KB; ++k) {
+      const typename V::R wv = V::bcast(w + k);
+      for (std::size_t v = 0; v < NV; ++v) acc[k][v] = V::fma(wv, xv[v], acc[k][v]);
     }
+  }
   for (std::size_t k = 0; k < KB; ++k)
     for (std::size_t v = 0; v < NV; ++v) V::storeu(out + k * ldo + v * V::lanes, acc[k][v]);
 }

@@ -183,15 +183,15 @@ void rows_forward(const ConvGeometry& g, const ConvPlan& plan, const T* x, ConvW
   constexpr std::size_t L = kernels::RowVec<T>::lanes, KB = kernels::row_fwd_max_kb<T>;
   const RowsLayout l = rows_layout<T>(g, plan);
   const T* planar = detail::planar_input(g, l, x, ws, true);
-  const kernels::RowTaps taps{g.kh, g.kw, g.cg(), l.chan, detail::tap_offsets(g, l, ws.offsets)};
-  const std::size_t cg = g.cg(), kg = g.kg(), px = plan.row_nv * L;
+  const std::size_t* off = detail::tap_offsets(g, l, ws.offsets);
+  const std::size_t cg = g.cg(), kg = g.kg(), px = plan.row_nv * L, nsrc = g.taps() * cg;
   const std::size_t per_chunk = plan.chunk_rows / g.wo, out_rows = g.n * g.ho;
   const std::size_t cs = plan.chunk_rows + px;  // channel stride of a tile
-  ws.rows.resize(::fusedcnn::detail::max_threads() * g.kh);
+  ws.rows.resize(::fusedcnn::detail::max_threads() * nsrc);
   T* scratch = detail::ensure_len(ws.scratch, ::fusedcnn::detail::max_threads() * KB * cs);
   ::fusedcnn::detail::parallel_for(plan.chunks, [&](std::size_t chunk) {
     const std::size_t tid = ::fusedcnn::detail::thread_index();
-    const T** rows = ws.rows.data() + tid * g.kh;
+    const T** src = ws.rows.data() + tid * nsrc;  // per output row: every (tap, c) term
     T* acc = scratch + tid * KB * cs;  // channel-major: element (i, k) at acc[k*cs + i]
     const std::size_t r0 = chunk * per_chunk, r1 = std::min(out_rows, r0 + per_chunk);
     for (std::size_t gi = 0; gi < g.groups; ++gi)
@@ -202,11 +202,14 @@ void rows_forward(const ConvGeometry& g, const ConvPlan& plan, const T* x, ConvW
           constexpr std::size_t step = NV * L;  // divides px: whole tiles stay inside wo_pad
           for (std::size_t r = r0; r < r1; ++r) {
             const std::size_t n = r / g.ho, ho = r % g.ho;
-            for (std::size_t a = 0; a < g.kh; ++a)
-              rows[a] = planar + (n * l.hp + ho * g.sh + a * g.dh) * l.row + gi * cg * l.chan;
+            for (std::size_t a = 0, j = 0; a < g.kh; ++a) {
+              const T* row = planar + (n * l.hp + ho * g.sh + a * g.dh) * l.row + gi * cg * l.chan;
+              for (std::size_t b = 0; b < g.kw; ++b)
+                for (std::size_t c = 0; c < cg; ++c) src[j++] = row + c * l.chan + off[b];
+            }
             T* out = acc + (r - r0) * g.wo;
             for (std::size_t wo0 = 0; wo0 < g.wo; wo0 += step)
-              kernels::row_fwd<T, B, NV>(taps, rows, wo0, w, kg, out + wo0, cs);
+              kernels::row_fwd<T, B, NV>(src, nsrc, wo0, w, kg, out + wo0, cs);
           }
         };
         if constexpr (KB == 8) {
