@@ -90,6 +90,14 @@ inline const std::size_t* tap_offsets(const ConvGeometry& g, const RowsLayout& l
   return off.data();
 }
 
+// dst[c * chan + i] = src[i * C + c] for i < w, c < C: one NHWC row split into channel runs.
+template <class T, std::size_t C>
+void deinterleave(const T* __restrict src, std::size_t w, T* __restrict dst,
+                  std::size_t chan) noexcept {
+  for (std::size_t i = 0; i < w; ++i)
+    for (std::size_t c = 0; c < C; ++c) dst[c * chan + i] = src[i * C + c];
+}
+
 // Rewrites x (N,H,W,C) as zero-padded planar rows, one padded row per parallel task.
 template <class T>
 void planarize_input(const ConvGeometry& g, const RowsLayout& l, const T* x, T* out) {
@@ -101,6 +109,19 @@ void planarize_input(const ConvGeometry& g, const RowsLayout& l, const T* x, T* 
       return;
     }
     const T* src = x + (n * g.h + (hp - g.pt)) * g.w * g.c;
+    if (g.sw == 1 && g.c <= 4) {  // one phase: a transpose the compiler vectorises per C
+      for (std::size_t c = 0; c < g.c; ++c) {
+        std::fill_n(dst + c * l.chan, g.pl, T{0});
+        std::fill(dst + c * l.chan + g.pl + g.w, dst + c * l.chan + l.wq, T{0});
+      }
+      T* base = dst + g.pl;
+      switch (g.c) {
+        case 1: return deinterleave<T, 1>(src, g.w, base, l.chan);
+        case 2: return deinterleave<T, 2>(src, g.w, base, l.chan);
+        case 3: return deinterleave<T, 3>(src, g.w, base, l.chan);
+        default: return deinterleave<T, 4>(src, g.w, base, l.chan);
+      }
+    }
     for (std::size_t c = 0; c < g.c; ++c)
       for (std::size_t ph = 0; ph < g.sw; ++ph) {
         // input columns w with (w + pl) % sw == ph land at index (w + pl) / sw of phase ph;
