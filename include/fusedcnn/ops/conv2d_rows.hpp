@@ -144,6 +144,16 @@ void planarize_dz(const ConvGeometry& g, const RowsLayout& l, const T* dz, T* ou
   ::fusedcnn::detail::parallel_for(g.n * g.ho, [&](std::size_t r) {
     T* dst = out + r * g.k * l.wo_pad;
     const T* src = dz + r * g.wo * g.k;
+    if (g.k <= 4) {
+      for (std::size_t k = 0; k < g.k; ++k)
+        std::fill(dst + k * l.wo_pad + g.wo, dst + (k + 1) * l.wo_pad, T{0});
+      switch (g.k) {
+        case 1: return deinterleave<T, 1>(src, g.wo, dst, l.wo_pad);
+        case 2: return deinterleave<T, 2>(src, g.wo, dst, l.wo_pad);
+        case 3: return deinterleave<T, 3>(src, g.wo, dst, l.wo_pad);
+        default: return deinterleave<T, 4>(src, g.wo, dst, l.wo_pad);
+      }
+    }
     for (std::size_t k = 0; k < g.k; ++k) {
       T* d = dst + k * l.wo_pad;
       for (std::size_t i = 0; i < g.wo; ++i) d[i] = src[i * g.k + k];
