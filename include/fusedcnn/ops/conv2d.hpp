@@ -49,6 +49,19 @@ ConvPlan plan_forward(const ConvGeometry& g) noexcept {
 
 namespace detail {
 
+// Asks for the cache lines of `count` rows, values [off, off + len) of each, to be loaded.
+template <class T>
+inline void prefetch_rows(const T* const* rows, std::size_t count, std::size_t off,
+                          std::size_t len) noexcept {
+#if defined(__GNUC__)
+  constexpr std::size_t line = 64 / sizeof(T);
+  for (std::size_t i = 0; i < count; ++i)
+    for (std::size_t e = 0; e < len; e += line) __builtin_prefetch(rows[i] + off + e);
+#else
+  (void)rows, (void)count, (void)off, (void)len;
+#endif
+}
+
 // Packed weights per column block: panels of one block stay in L2 (about 256 KiB) while
 // every tile of a chunk passes over them.
 inline constexpr std::size_t igemm_block_bytes = 256 * 1024;
@@ -85,13 +98,18 @@ void igemm_driver(const ConvPlan& plan, std::size_t taps, std::size_t kc, std::s
     for (std::size_t q = blk * per_block; q < q1; ++q) {
       const std::size_t g = q / panels, col0 = (q % panels) * NR;
       const std::size_t n = std::min(NR, n_per_group - col0);
-      for (std::size_t p0 = chunk_p0, ti = 0; p0 < end; p0 += MR, ++ti)
+      for (std::size_t p0 = chunk_p0, ti = 0; p0 < end; p0 += MR, ++ti) {
+        // One-tap GEMMs (1x1 convolutions) read each row once, in runs too short for the
+        // hardware prefetcher: the first panel fetches the next tile's rows ahead.
+        if (taps == 1 && q == blk * per_block && p0 + MR < end)
+          prefetch_rows(rows + (ti + 1) * tile_len, MR, g * kc, kc);
         kernels::igemm<T, MR, NR>(
             taps, kc, rows + ti * tile_len, packed + q * panel_len, g * kc,
             std::min(MR, end - p0), n, [&](const T* t, std::size_t mm, std::size_t nn) {
               epi(kernels::TileInfo<T>{t, NR, mm, nn, p0, g * n_per_group + col0, chunk,
                                        chunk_p0});
             });
+      }
     }
   });
 }
