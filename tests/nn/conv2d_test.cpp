@@ -94,14 +94,21 @@ TEMPLATE_TEST_CASE("Conv2D gradients accumulate over backward calls until zero_g
 
 TEST_CASE("Conv2D on larger shapes exercises every kernel family", "[conv2d][families]") {
   // igemm wide/narrow tiles, the row family (also for the data gradient of few input
-  // channels), depthwise and pointwise paths, several chunks.
+  // channels), depthwise and pointwise paths, several chunks; merged and unmerged gathers
+  // (kw*C on both sides of the merge limit), the transposed weight-gradient tile, the
+  // 8-channel row tile, a long one-tap GEMM, and many output channels on few pixels (the
+  // weight gradient split over output-channel parts).
   struct Shape {
     std::size_t n, h, w, c, k, kh, stride, groups;
   };
   const Shape shapes[] = {{2, 19, 23, 37, 70, 3, 1, 1}, {1, 31, 29, 3, 5, 3, 2, 1},
                           {2, 17, 41, 24, 24, 3, 1, 24}, {2, 16, 16, 64, 48, 1, 1, 1},
                           {1, 40, 37, 2, 2, 5, 1, 1},    {2, 13, 13, 12, 18, 3, 1, 6},
-                          {2, 23, 21, 3, 40, 7, 2, 1},   {1, 17, 19, 2, 100, 3, 1, 1}};
+                          {2, 23, 21, 3, 40, 7, 2, 1},   {1, 17, 19, 2, 100, 3, 1, 1},
+                          {2, 20, 22, 16, 16, 3, 1, 1},  {2, 18, 21, 8, 8, 3, 1, 1},
+                          {2, 14, 15, 8, 7, 3, 1, 1},    {1, 9, 11, 48, 20, 3, 1, 1},
+                          {1, 9, 11, 70, 20, 3, 1, 1},   {2, 10, 12, 256, 40, 1, 1, 1},
+                          {1, 4, 5, 48, 200, 3, 1, 1},   {1, 30, 26, 5, 13, 5, 1, 1}};
   std::mt19937_64 rng(11);
   for (const Shape& s : shapes) {
     fusedcnn::Conv2DOptions o;
