@@ -317,8 +317,13 @@ void rows_backward_weights(const ConvGeometry& g, const T* x, const T* dz, T* dw
   const T* dzp = detail::planar_dz(g, l, dz, ws, true);
   const std::size_t* off = detail::tap_offsets(g, l, ws.offsets);
   const std::size_t cg = g.cg(), kg = g.kg(), K = g.k, taps = g.taps();
-  const std::size_t wsize = taps * cg * K, per_chunk = plan.chunk_rows / g.wo;
-  const std::size_t out_rows = g.n * g.ho, nchunks = plan.chunks;
+  // Chunks of whole output rows, ~P/16 pixels each within [256, 4096]: long enough that the
+  // per-call lane reductions of the kernel stay a small part of its work, yet enough chunks
+  // for the threads; a function of the shape alone.
+  const std::size_t out_rows = g.n * g.ho;
+  const std::size_t chunk_px = std::clamp<std::size_t>(g.pixels() / 16, 256, 4096);
+  const std::size_t per_chunk = std::max<std::size_t>(1, chunk_px / g.wo);
+  const std::size_t wsize = taps * cg * K, nchunks = (out_rows + per_chunk - 1) / per_chunk;
   T* partial = detail::ensure_len(ws.partial, nchunks * wsize);
   ws.rows.resize(::fusedcnn::detail::max_threads() * 2 * per_chunk);
   ::fusedcnn::detail::parallel_for(nchunks, [&](std::size_t ci) {
