@@ -98,6 +98,14 @@ void deinterleave(const T* __restrict src, std::size_t w, T* __restrict dst,
     for (std::size_t c = 0; c < C; ++c) dst[c * chan + i] = src[i * C + c];
 }
 
+// dst[i * C + c] = src[c * chan + i] for i < w, c < C: channel runs back into an NHWC row.
+template <class T, std::size_t C>
+void interleave(const T* __restrict src, std::size_t chan, std::size_t w,
+                T* __restrict dst) noexcept {
+  for (std::size_t i = 0; i < w; ++i)
+    for (std::size_t c = 0; c < C; ++c) dst[i * C + c] = src[c * chan + i];
+}
+
 // Rewrites x (N,H,W,C) as zero-padded planar rows, one padded row per parallel task.
 template <class T>
 void planarize_input(const ConvGeometry& g, const RowsLayout& l, const T* x, T* out) {
@@ -293,6 +301,15 @@ void rows_backward_data(const ConvGeometry& g, const ConvPlan& plan, const T* dz
         }
     }
     T* out = dx + q * g.w * g.c;
+    if (g.sw == 1 && g.c <= 4) {  // one phase: a transpose the compiler vectorises per C
+      const T* s = buf + g.pl;
+      switch (g.c) {
+        case 1: return detail::interleave<T, 1>(s, l.chan, g.w, out);
+        case 2: return detail::interleave<T, 2>(s, l.chan, g.w, out);
+        case 3: return detail::interleave<T, 3>(s, l.chan, g.w, out);
+        default: return detail::interleave<T, 4>(s, l.chan, g.w, out);
+      }
+    }
     for (std::size_t c = 0; c < g.c; ++c)
       for (std::size_t ph = 0; ph < g.sw; ++ph) {
         const std::size_t w0 = (ph + g.sw - g.pl % g.sw) % g.sw;
