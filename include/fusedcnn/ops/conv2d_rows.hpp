@@ -3,7 +3,7 @@
 //
 // x is first rewritten as planar rows [n][padded row][channel][phase][wq] with the padding
 // stored as zeros, so the kernels need no bounds checks and every stride and dilation reads
-// contiguous pixels. dz is rewritten once per backward as [n*Ho][K][wo_pad], zero past Wo.
+// contiguous pixels. dz is rewritten once per backward as [n*Ho][K][dz_len] zero-padded runs.
 // Chunks are runs of whole output rows (a function of the shape alone), so per-chunk
 // statistics and weight-gradient partials do not depend on the thread count.
 #pragma once
@@ -64,6 +64,9 @@ struct RowsLayout {
   std::size_t chan;    // elements per channel: phases * wq
   std::size_t row;     // elements per planar row: C * chan
   std::size_t wo_pad;  // output pixels per row, rounded up to whole tiles
+  std::size_t w_pad;   // input pixels per row, rounded up to whole tiles
+  std::size_t dz_lp;   // zeros before each planar dz run (the stride-1 data gradient's left reach)
+  std::size_t dz_len;  // elements per planar dz run: dz_lp zeros, Wo values, zeros
 };
 
 template <class T>
@@ -77,6 +80,10 @@ RowsLayout rows_layout(const ConvGeometry& g, const ConvPlan& plan) noexcept {
   l.wq = std::max(cols, l.wo_pad + qmax);
   l.chan = g.sw * l.wq;
   l.row = g.c * l.chan;
+  l.w_pad = (g.w + px - 1) / px * px;
+  const std::size_t reach = (g.kw - 1) * g.dw;
+  l.dz_lp = g.sh == 1 && g.sw == 1 && reach > g.pl ? reach - g.pl : 0;
+  l.dz_len = l.dz_lp + std::max(l.wo_pad, g.pl + l.w_pad);
   return l;
 }
 
@@ -146,26 +153,27 @@ void planarize_input(const ConvGeometry& g, const RowsLayout& l, const T* x, T* 
   });
 }
 
-// Rewrites dz (N*Ho*Wo, K) as [N*Ho][K][wo_pad], zero past Wo.
+// Rewrites dz (N*Ho*Wo, K) as [N*Ho][K][dz_len] runs: dz_lp zeros, Wo values, zeros.
 template <class T>
 void planarize_dz(const ConvGeometry& g, const RowsLayout& l, const T* dz, T* out) {
   ::fusedcnn::detail::parallel_for(g.n * g.ho, [&](std::size_t r) {
-    T* dst = out + r * g.k * l.wo_pad;
+    T* row = out + r * g.k * l.dz_len;
     const T* src = dz + r * g.wo * g.k;
-    if (g.k <= 4) {
-      for (std::size_t k = 0; k < g.k; ++k)
-        std::fill(dst + k * l.wo_pad + g.wo, dst + (k + 1) * l.wo_pad, T{0});
-      switch (g.k) {
-        case 1: return deinterleave<T, 1>(src, g.wo, dst, l.wo_pad);
-        case 2: return deinterleave<T, 2>(src, g.wo, dst, l.wo_pad);
-        case 3: return deinterleave<T, 3>(src, g.wo, dst, l.wo_pad);
-        default: return deinterleave<T, 4>(src, g.wo, dst, l.wo_pad);
-      }
+    for (std::size_t k = 0; k < g.k; ++k) {
+      std::fill_n(row + k * l.dz_len, l.dz_lp, T{0});
+      std::fill(row + k * l.dz_len + l.dz_lp + g.wo, row + (k + 1) * l.dz_len, T{0});
+    }
+    T* dst = row + l.dz_lp;
+    switch (g.k) {
+      case 1: return deinterleave<T, 1>(src, g.wo, dst, l.dz_len);
+      case 2: return deinterleave<T, 2>(src, g.wo, dst, l.dz_len);
+      case 3: return deinterleave<T, 3>(src, g.wo, dst, l.dz_len);
+      case 4: return deinterleave<T, 4>(src, g.wo, dst, l.dz_len);
+      default: break;
     }
     for (std::size_t k = 0; k < g.k; ++k) {
-      T* d = dst + k * l.wo_pad;
+      T* d = dst + k * l.dz_len;
       for (std::size_t i = 0; i < g.wo; ++i) d[i] = src[i * g.k + k];
-      std::fill(d + g.wo, d + l.wo_pad, T{0});
     }
   });
 }
@@ -187,8 +195,8 @@ const T* planar_input(const ConvGeometry& g, const RowsLayout& l, const T* x,
 template <class T>
 const T* planar_dz(const ConvGeometry& g, const RowsLayout& l, const T* dz,
                    ConvWorkspace<T>& ws, bool fresh) {
-  if (fresh || ws.planar_dz_of != dz || ws.planar_dz.size() < g.n * g.ho * g.k * l.wo_pad) {
-    planarize_dz(g, l, dz, ensure_len(ws.planar_dz, g.n * g.ho * g.k * l.wo_pad));
+  if (fresh || ws.planar_dz_of != dz || ws.planar_dz.size() < g.n * g.ho * g.k * l.dz_len) {
+    planarize_dz(g, l, dz, ensure_len(ws.planar_dz, g.n * g.ho * g.k * l.dz_len));
     ws.planar_dz_of = dz;
   }
   return ws.planar_dz.data();
@@ -269,14 +277,91 @@ void rows_forward(const ConvGeometry& g, const ConvPlan& plan, const T* x, ConvW
   });
 }
 
-// Data gradient through the row kernels: each input row (a parallel task) gathers the output
-// rows that read it, scatters their dz into a planar row scratch, then writes dx. Overwrites dx.
+namespace detail {
+// The stride-1 data gradient as a forward row convolution over planar dz: input pixel (h, w)
+// gathers dz at (h + pt - a*dh, w + pl - b*dw) for every tap (a, b) and output channel, in
+// registers, so each dx element is written once. Weights are re-laid as [group][tap][k][c],
+// the forward kernel's [term][output channel] order.
+template <class T>
+void rows_backward_data_gather(const ConvGeometry& g, const ConvPlan& plan, const RowsLayout& l,
+                               const T* dzp, T* dx, ConvWorkspace<T>& ws) {
+  constexpr std::size_t L = kernels::RowVec<T>::lanes, KB = kernels::row_fwd_max_kb<T>;
+  const std::size_t cg = g.cg(), kg = g.kg(), taps = g.taps(), nsrc = taps * kg;
+  T* wt = ensure_len(ws.transposed, g.groups * taps * kg * cg);
+  const T* packed = ws.packed.data();  // [group][tap][c][k]
+  for (std::size_t gi = 0; gi < g.groups; ++gi)
+    for (std::size_t t = 0; t < taps; ++t)
+      for (std::size_t c = 0; c < cg; ++c)
+        for (std::size_t k = 0; k < kg; ++k)
+          wt[((gi * taps + t) * kg + k) * cg + c] = packed[((gi * taps + t) * cg + c) * kg + k];
+  ensure_zeros(ws, l.dz_len);
+  const T* zero = ws.zeros.data();
+  const std::size_t per_thread = g.c * l.w_pad;
+  T* scratch = ensure_len(ws.scratch, ::fusedcnn::detail::max_threads() * per_thread);
+  ws.rows.resize(::fusedcnn::detail::max_threads() * nsrc);
+  ::fusedcnn::detail::parallel_for(g.n * g.h, [&](std::size_t q) {
+    const std::size_t tid = ::fusedcnn::detail::thread_index();
+    T* buf = scratch + tid * per_thread;  // [c][w_pad]
+    const T** src = ws.rows.data() + tid * nsrc;
+    const std::size_t n = q / g.h, hp = q % g.h + g.pt;
+    for (std::size_t gi = 0; gi < g.groups; ++gi) {
+      for (std::size_t a = 0, j = 0; a < g.kh; ++a) {
+        const std::size_t oa = a * g.dh;
+        const bool ok = hp >= oa && hp - oa < g.ho;
+        const T* row = ok ? dzp + ((n * g.ho + hp - oa) * g.k + gi * kg) * l.dz_len : nullptr;
+        for (std::size_t b = 0; b < g.kw; ++b)
+          for (std::size_t k = 0; k < kg; ++k)
+            src[j++] = ok ? row + k * l.dz_len + l.dz_lp + g.pl - b * g.dw : zero;
+      }
+      for (std::size_t c0 = 0, cb = 0; c0 < cg; c0 += cb) {
+        cb = KB == 8 && cg - c0 >= 8 ? 8 : std::min(kernels::row_max_kb, cg - c0);
+        const T* w = wt + gi * taps * kg * cg + c0;
+        T* out = buf + (gi * cg + c0) * l.w_pad;
+        auto run = [&]<std::size_t B, std::size_t NV>() {
+          constexpr std::size_t step = NV * L;  // divides w_pad
+          for (std::size_t w0 = 0; w0 < g.w; w0 += step)
+            kernels::row_fwd<T, B, NV>(src, nsrc, w0, w, cg, out + w0, l.w_pad);
+        };
+        if constexpr (KB == 8) {
+          if (cb == 8) {
+            if (plan.row_nv == 1)
+              run.template operator()<8, 1>();
+            else
+              run.template operator()<8, 2>();
+            continue;
+          }
+        }
+        kernels::with_row_tile<T>(cb, plan.row_nv, run);
+      }
+    }
+    T* dst = dx + q * g.w * g.c;
+    switch (g.c) {
+      case 1: return interleave<T, 1>(buf, l.w_pad, g.w, dst);
+      case 2: return interleave<T, 2>(buf, l.w_pad, g.w, dst);
+      case 3: return interleave<T, 3>(buf, l.w_pad, g.w, dst);
+      case 4: return interleave<T, 4>(buf, l.w_pad, g.w, dst);
+      default: break;
+    }
+    for (std::size_t i = 0; i < g.w; ++i)
+      for (std::size_t c = 0; c < g.c; ++c) dst[i * g.c + c] = buf[c * l.w_pad + i];
+  });
+}
+}  // namespace detail
+
+// Data gradient through the row kernels. Stride 1 gathers (rows_backward_data_gather);
+// otherwise each input row (a parallel task) gathers the output rows that read it, scatters
+// their dz into a planar row scratch, then writes dx. Overwrites dx.
 template <class T>
 void rows_backward_data(const ConvGeometry& g, const ConvPlan& plan, const T* dz, T* dx,
                         ConvWorkspace<T>& ws) {
   constexpr std::size_t L = kernels::RowVec<T>::lanes;
   const RowsLayout l = rows_layout<T>(g, plan);
   const T* dzp = detail::planar_dz(g, l, dz, ws, false);
+  if (g.sh == 1 && g.sw == 1) {
+    detail::rows_backward_data_gather(g, plan, l, dzp, dx, ws);
+    ws.planar_dz_of = nullptr;  // the next backward's dz may live at the same address
+    return;
+  }
   const kernels::RowTaps taps{g.kh, g.kw, g.cg(), l.chan, detail::tap_offsets(g, l, ws.offsets)};
   const std::size_t cg = g.cg(), kg = g.kg(), px = plan.row_nv * L;
   T* scratch = detail::ensure_len(ws.scratch, ::fusedcnn::detail::max_threads() * l.row);
@@ -292,10 +377,10 @@ void rows_backward_data(const ConvGeometry& g, const ConvPlan& plan, const T* dz
         for (std::size_t kb0 = 0; kb0 < kg; kb0 += kernels::row_max_kb) {
           const std::size_t kb = std::min(kernels::row_max_kb, kg - kb0);
           const T* w = ws.packed.data() + gi * g.taps() * cg * kg + kb0;
-          const T* src = dzp + (r * g.k + gi * kg + kb0) * l.wo_pad;
+          const T* src = dzp + (r * g.k + gi * kg + kb0) * l.dz_len + l.dz_lp;
           for (std::size_t wo0 = 0; wo0 < g.wo; wo0 += px)
             kernels::with_row_tile<T>(kb, plan.row_nv, [&]<std::size_t KB, std::size_t NV>() {
-              kernels::row_bwd_data<T, KB, NV>(taps, a, src + wo0, l.wo_pad, w, kg,
+              kernels::row_bwd_data<T, KB, NV>(taps, a, src + wo0, l.dz_len, w, kg,
                                                buf + gi * cg * l.chan + wo0);
             });
         }
@@ -358,14 +443,14 @@ void rows_backward_weights(const ConvGeometry& g, const T* x, const T* dz, T* dw
           for (std::size_t kb0 = 0; kb0 < kg; kb0 += kernels::row_max_kb) {
             const std::size_t kb = std::min(kernels::row_max_kb, kg - kb0);
             for (std::size_t i = 0; i < nr; ++i)
-              dr[i] = dzp + ((r0 + i) * K + gi * kg + kb0) * l.wo_pad;
+              dr[i] = dzp + ((r0 + i) * K + gi * kg + kb0) * l.dz_len + l.dz_lp;
             // up to three tap columns per call share the dz loads
             for (std::size_t b = 0; b < g.kw; b += 3) {
               const std::size_t tb = std::min<std::size_t>(3, g.kw - b);
               T* sums = acc + ((a * g.kw + b) * cg + c) * K + gi * kg + kb0;
               kernels::with_row_kb(kb, [&]<std::size_t KB>() {
                 auto call = [&]<std::size_t TB>() {
-                  kernels::row_bwd_weights<T, KB, TB>(nr, xr, off + b, dr, l.wo_pad, g.wo, sums,
+                  kernels::row_bwd_weights<T, KB, TB>(nr, xr, off + b, dr, l.dz_len, g.wo, sums,
                                                       cg * K);
                 };
                 if (tb == 3) return call.template operator()<3>();
