@@ -124,7 +124,8 @@ void planarize_input(const ConvGeometry& g, const RowsLayout& l, const T* x, T* 
       return;
     }
     const T* src = x + (n * g.h + (hp - g.pt)) * g.w * g.c;
-    if (g.sw == 1 && g.c <= 4) {  // one phase: a transpose the compiler vectorises per C
+    if (g.sw == 1 && (g.c <= 4 || g.c == 8 || g.c == 16)) {  // one phase: a transpose the
+      // compiler vectorises per C
       for (std::size_t c = 0; c < g.c; ++c) {
         std::fill_n(dst + c * l.chan, g.pl, T{0});
         std::fill(dst + c * l.chan + g.pl + g.w, dst + c * l.chan + l.wq, T{0});
@@ -134,6 +135,8 @@ void planarize_input(const ConvGeometry& g, const RowsLayout& l, const T* x, T* 
         case 1: return deinterleave<T, 1>(src, g.w, base, l.chan);
         case 2: return deinterleave<T, 2>(src, g.w, base, l.chan);
         case 3: return deinterleave<T, 3>(src, g.w, base, l.chan);
+        case 8: return deinterleave<T, 8>(src, g.w, base, l.chan);
+        case 16: return deinterleave<T, 16>(src, g.w, base, l.chan);
         default: return deinterleave<T, 4>(src, g.w, base, l.chan);
       }
     }
@@ -169,6 +172,8 @@ void planarize_dz(const ConvGeometry& g, const RowsLayout& l, const T* dz, T* ou
       case 2: return deinterleave<T, 2>(src, g.wo, dst, l.dz_len);
       case 3: return deinterleave<T, 3>(src, g.wo, dst, l.dz_len);
       case 4: return deinterleave<T, 4>(src, g.wo, dst, l.dz_len);
+      case 8: return deinterleave<T, 8>(src, g.wo, dst, l.dz_len);
+      case 16: return deinterleave<T, 16>(src, g.wo, dst, l.dz_len);
       default: break;
     }
     for (std::size_t k = 0; k < g.k; ++k) {
