@@ -172,6 +172,19 @@ void with_row_tile(std::size_t kb, std::size_t nv, F&& f) {
   }
 }
 
+// with_row_tile for the forward, which also has the 8-channel tile of 32-register ISAs
+// (2 vectors of pixels at most: each call then covers half or all of an nv = 4 tile).
+template <class T, class F>
+void with_row_fwd_tile(std::size_t kb, std::size_t nv, F&& f) {
+  if constexpr (row_fwd_max_kb<T> == 8) {
+    if (kb == 8) {
+      if (nv == 1) return f.template operator()<8, 1>();
+      return f.template operator()<8, 2>();
+    }
+  }
+  with_row_tile<T>(kb, nv, f);
+}
+
 // Calls f.template operator()<KB>() for runtime kb in [1, 4].
 template <class F>
 void with_row_kb(std::size_t kb, F&& f) {

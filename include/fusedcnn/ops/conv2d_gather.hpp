@@ -35,6 +35,21 @@ inline GatherShape forward_gather_shape(const ConvGeometry& g) noexcept {
   return {g.taps(), g.cg(), false};
 }
 
+// dst = the kw runs of C values at columns first - lead + b (b < kw) of a row of `width`
+// columns, zeros for the columns outside it (first - lead may be negative, so both stay
+// unsigned until compared).
+template <class T>
+void copy_window(const T* row, std::size_t first, std::size_t lead, std::size_t width,
+                 std::size_t kw, std::size_t C, T* dst) {
+  for (std::size_t b = 0; b < kw; ++b, dst += C) {
+    const std::size_t col = first + b;
+    if (col >= lead && col - lead < width)
+      std::copy_n(row + (col - lead) * C, C, dst);
+    else
+      std::fill_n(dst, C, T{0});
+  }
+}
+
 // Fills rows[t * ld + i] for slots i < `slots` with the run tap t of output pixel
 // p0 + min(i, m - 1) reads (a short tile repeats its last pixel). Padding reads `zero` (at
 // least kc long); merged edge windows are copied to win + i * s.window_len(g).
@@ -69,15 +84,8 @@ void gather_rows(const ConvGeometry& g, const GatherShape& s, const T* x, const 
         continue;
       }
       if (merged) {  // the window crosses the padding: copy it with zeros
-        T* dst = win + i * wlen + a * kc;
-        out[0] = dst;
-        for (std::size_t b = 0; b < kw; ++b, dst += C) {
-          const std::size_t wp = wp0 + b;
-          if (wp >= pl && wp - pl < W)
-            std::copy_n(row + (wp - pl) * C, C, dst);
-          else
-            std::fill_n(dst, C, T{0});
-        }
+        out[0] = win + i * wlen + a * kc;
+        copy_window(row, wp0, pl, W, kw, C, win + i * wlen + a * kc);
         continue;
       }
       for (std::size_t b = 0; b < kw; ++b) {
@@ -133,15 +141,8 @@ void gather_rows_transposed(const ConvGeometry& g, const GatherShape& s, const T
           out[0] = row + (wp + 1 - kw) * K;
           continue;
         }
-        T* dst = win + i * wlen + a * kc;  // partly outside the output: copy with zeros
-        out[0] = dst;
-        for (std::size_t b = 0; b < kw; ++b, dst += K) {
-          const std::size_t col = wp + b;  // wp - (kw - 1) + b, kept unsigned
-          if (col + 1 >= kw && col + 1 - kw < Wo)
-            std::copy_n(row + (col + 1 - kw) * K, K, dst);
-          else
-            std::fill_n(dst, K, T{0});
-        }
+        out[0] = win + i * wlen + a * kc;  // partly outside the output: copy with zeros
+        copy_window(row, wp, kw - 1, Wo, kw, K, win + i * wlen + a * kc);
         continue;
       }
       for (std::size_t b = 0; b < kw; ++b) {

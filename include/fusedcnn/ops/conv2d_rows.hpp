@@ -113,6 +113,21 @@ void interleave(const T* __restrict src, std::size_t chan, std::size_t w,
     for (std::size_t c = 0; c < C; ++c) dst[i * C + c] = src[c * chan + i];
 }
 
+// deinterleave for the channel counts it is compiled for (1-4, 8, 16); false otherwise.
+template <class T>
+bool deinterleave_any(std::size_t C, const T* src, std::size_t w, T* dst,
+                      std::size_t chan) noexcept {
+  switch (C) {
+    case 1: return deinterleave<T, 1>(src, w, dst, chan), true;
+    case 2: return deinterleave<T, 2>(src, w, dst, chan), true;
+    case 3: return deinterleave<T, 3>(src, w, dst, chan), true;
+    case 4: return deinterleave<T, 4>(src, w, dst, chan), true;
+    case 8: return deinterleave<T, 8>(src, w, dst, chan), true;
+    case 16: return deinterleave<T, 16>(src, w, dst, chan), true;
+    default: return false;
+  }
+}
+
 // Rewrites x (N,H,W,C) as zero-padded planar rows, one padded row per parallel task.
 template <class T>
 void planarize_input(const ConvGeometry& g, const RowsLayout& l, const T* x, T* out) {
@@ -124,21 +139,13 @@ void planarize_input(const ConvGeometry& g, const RowsLayout& l, const T* x, T* 
       return;
     }
     const T* src = x + (n * g.h + (hp - g.pt)) * g.w * g.c;
-    if (g.sw == 1 && (g.c <= 4 || g.c == 8 || g.c == 16)) {  // one phase: a transpose the
-      // compiler vectorises per C
+    if (g.sw == 1 && deinterleave_any(g.c, src, g.w, dst + g.pl, l.chan)) {
+      // one phase, a transpose the compiler vectorises per C: only the padding is left
       for (std::size_t c = 0; c < g.c; ++c) {
         std::fill_n(dst + c * l.chan, g.pl, T{0});
         std::fill(dst + c * l.chan + g.pl + g.w, dst + c * l.chan + l.wq, T{0});
       }
-      T* base = dst + g.pl;
-      switch (g.c) {
-        case 1: return deinterleave<T, 1>(src, g.w, base, l.chan);
-        case 2: return deinterleave<T, 2>(src, g.w, base, l.chan);
-        case 3: return deinterleave<T, 3>(src, g.w, base, l.chan);
-        case 8: return deinterleave<T, 8>(src, g.w, base, l.chan);
-        case 16: return deinterleave<T, 16>(src, g.w, base, l.chan);
-        default: return deinterleave<T, 4>(src, g.w, base, l.chan);
-      }
+      return;
     }
     for (std::size_t c = 0; c < g.c; ++c)
       for (std::size_t ph = 0; ph < g.sw; ++ph) {
@@ -167,15 +174,7 @@ void planarize_dz(const ConvGeometry& g, const RowsLayout& l, const T* dz, T* ou
       std::fill(row + k * l.dz_len + l.dz_lp + g.wo, row + (k + 1) * l.dz_len, T{0});
     }
     T* dst = row + l.dz_lp;
-    switch (g.k) {
-      case 1: return deinterleave<T, 1>(src, g.wo, dst, l.dz_len);
-      case 2: return deinterleave<T, 2>(src, g.wo, dst, l.dz_len);
-      case 3: return deinterleave<T, 3>(src, g.wo, dst, l.dz_len);
-      case 4: return deinterleave<T, 4>(src, g.wo, dst, l.dz_len);
-      case 8: return deinterleave<T, 8>(src, g.wo, dst, l.dz_len);
-      case 16: return deinterleave<T, 16>(src, g.wo, dst, l.dz_len);
-      default: break;
-    }
+    if (deinterleave_any(g.k, src, g.wo, dst, l.dz_len)) return;
     for (std::size_t k = 0; k < g.k; ++k) {
       T* d = dst + k * l.dz_len;
       for (std::size_t i = 0; i < g.wo; ++i) d[i] = src[i * g.k + k];
@@ -264,18 +263,7 @@ void rows_forward(const ConvGeometry& g, const ConvPlan& plan, const T* x, ConvW
               kernels::row_fwd<T, B, NV>(src, nsrc, wo0, w, kg, out + wo0, cs);
           }
         };
-        if constexpr (KB == 8) {
-          if (kb == 8) {
-            if (plan.row_nv == 1)
-              run.template operator()<8, 1>();
-            else
-              run.template operator()<8, 2>();
-          } else {
-            kernels::with_row_tile<T>(kb, plan.row_nv, run);
-          }
-        } else {
-          kernels::with_row_tile<T>(kb, plan.row_nv, run);
-        }
+        kernels::with_row_fwd_tile<T>(kb, plan.row_nv, run);
         epi(kernels::TileInfo<T>{acc, 1, (r1 - r0) * g.wo, kb, r0 * g.wo, gi * kg + kb0, chunk,
                                  r0 * g.wo, cs});
       }
@@ -327,16 +315,7 @@ void rows_backward_data_gather(const ConvGeometry& g, const ConvPlan& plan, cons
           for (std::size_t w0 = 0; w0 < g.w; w0 += step)
             kernels::row_fwd<T, B, NV>(src, nsrc, w0, w, cg, out + w0, l.w_pad);
         };
-        if constexpr (KB == 8) {
-          if (cb == 8) {
-            if (plan.row_nv == 1)
-              run.template operator()<8, 1>();
-            else
-              run.template operator()<8, 2>();
-            continue;
-          }
-        }
-        kernels::with_row_tile<T>(cb, plan.row_nv, run);
+        kernels::with_row_fwd_tile<T>(cb, plan.row_nv, run);
       }
     }
     T* dst = dx + q * g.w * g.c;
