@@ -24,25 +24,28 @@ struct TileShape {
 
 // Per ISA: the vector layer, and the tiles sized to its register file. Each has a wide igemm
 // tile for many output channels, a narrow one (one vector, more rows) that wastes fewer lanes
-// when a group has few channels, and the weight-gradient tile.
+// when a group has few channels, the weight-gradient tile (dw_mr x dw_nv vectors) and the
+// transposed weight-gradient tile for groups of at most one vector of output channels (dwt_kb
+// output channels x dwt_cv vectors of input channels). AVX-512 float: igemm 12 x 32 and
+// 16 x 16, weight gradient 12 x 32 and 8 x 48.
 #if FUSEDCNN_ISA_AVX512
 template <class T>
 using Vec = avx512::Vec<T>;
 inline constexpr std::size_t wide_mr = 12, wide_nv = 2, narrow_mr = 16, dw_mr = 12, dw_nv = 2,
-                             dw_narrow_mr = 24, dwt_kb = 8, dwt_cv = 3;
+                             dwt_kb = 8, dwt_cv = 3;
 #elif FUSEDCNN_ISA_AVX2
 template <class T>
 using Vec = avx2::Vec<T>;
 inline constexpr std::size_t wide_mr = 6, wide_nv = 2, narrow_mr = 12, dw_mr = 6, dw_nv = 2,
-                             dw_narrow_mr = 12, dwt_kb = 4, dwt_cv = 2;
+                             dwt_kb = 4, dwt_cv = 2;
 #elif FUSEDCNN_ISA_NEON
 template <class T>
 using Vec = neon::Vec<T>;
 inline constexpr std::size_t wide_mr = 6, wide_nv = 4, narrow_mr = 12, dw_mr = 6, dw_nv = 4,
-                             dw_narrow_mr = 24, dwt_kb = 8, dwt_cv = 3;
+                             dwt_kb = 8, dwt_cv = 3;
 #else
 inline constexpr std::size_t wide_mr = 4, wide_nv = 2, narrow_mr = 4, dw_mr = 4, dw_nv = 2,
-                             dw_narrow_mr = 8, dwt_kb = 4, dwt_cv = 2;
+                             dwt_kb = 4, dwt_cv = 2;
 #endif
 
 // Lanes of T in one vector of this build (the generic family pretends to 16-byte vectors).
@@ -86,18 +89,11 @@ inline void igemm(std::size_t taps, std::size_t kc, const T* const* rows, const 
 #endif
 }
 
-// Weight-gradient tiles: MR input channels by NR output channels. The narrow one (one vector
-// of output channels, more input channels) keeps every lane busy when a group has at most
-// one vector of output channels.
+// Weight-gradient tiles: MR input channels by NR output channels.
 template <class T>
 struct DwTile {
   static constexpr std::size_t mr = dw_mr;
   static constexpr std::size_t nr = dw_nv * lanes<T>;
-};
-template <class T>
-struct DwNarrowTile {
-  static constexpr std::size_t mr = dw_narrow_mr;
-  static constexpr std::size_t nr = lanes<T>;
 };
 
 // The weight-gradient micro-kernel for an MR x NR tile; contract in generic/dw_mrxnr.hpp.

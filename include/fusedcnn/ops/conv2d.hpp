@@ -349,7 +349,7 @@ void conv2d_backward_weights(const ConvGeometry& g, const T* x, const T* dz, T* 
       gather_rows(g, gs, x, zero, b0, np, np, rows, block, win);
       // Merged runs hold kw*C channels: the HWIO rows of one kernel row, in order.
       const std::size_t rc = gs.merged ? gs.kc : cg;
-      if (kg <= kernels::DwNarrowTile<T>::nr) {  // few output channels: transposed tiles
+      if (kg <= kernels::lanes<T>) {  // at most one vector of output channels: transposed tiles
         constexpr std::size_t TC = kernels::DwtTile<T>::c, TK = kernels::DwtTile<T>::kb;
         for (std::size_t t = 0; t < gs.taps; ++t)
           for (std::size_t gi = 0; gi < g.groups; ++gi)
