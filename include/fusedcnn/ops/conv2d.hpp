@@ -156,21 +156,14 @@ void conv2d_forward(const ConvGeometry& g, const ConvPlan& plan, const T* x,
   const GatherShape gs = gemm ? GatherShape{1, g.cg(), false} : forward_gather_shape(g);
   detail::ensure_zeros(ws, std::max(g.c, gs.kc));  // grouped runs read at aoff = group * kc
   const T* zero = ws.zeros.data();
-  // Each thread's copied edge windows: one slot per pixel of a chunk.
-  const std::size_t win_len = gs.window_len(g), win_per_thread = plan.chunk_rows * win_len;
-  T* windows = win_len ? detail::ensure_len(ws.windows,
-                                            ::fusedcnn::detail::max_threads() * win_per_thread)
-                       : nullptr;
+  const GatherWindows<T> windows(ws, plan.chunk_rows, gs.window_len(g));  // a slot per pixel
   auto build = [&](std::size_t p0, std::size_t m, const T** rows, auto mr) {
     constexpr std::size_t MR = decltype(mr)::value;
     if (gemm) {  // a plain GEMM over pixels: output pixel p reads input pixel p
       for (std::size_t i = 0; i < MR; ++i) rows[i] = x + (p0 + std::min(i, m - 1)) * g.c;
       return;
     }
-    T* win = windows ? windows + ::fusedcnn::detail::thread_index() * win_per_thread +
-                           (p0 % plan.chunk_rows) * win_len
-                     : nullptr;
-    gather_rows(g, gs, x, zero, p0, m, MR, rows, MR, win);
+    gather_rows(g, gs, x, zero, p0, m, MR, rows, MR, windows.at(p0 % plan.chunk_rows));
   };
   kernels::with_tile<T>(plan.tile, [&]<std::size_t MR, std::size_t NR>() {
     detail::igemm_driver<T, MR, NR>(plan, gs.taps, gs.kc, g.groups, g.kg(), ws.packed.data(),
@@ -228,20 +221,15 @@ void conv2d_backward_data(const ConvGeometry& g, const ConvPlan& plan, const T* 
   const GatherShape gs = gemm ? GatherShape{1, g.kg(), false} : backward_data_gather_shape(g);
   detail::ensure_zeros(ws, std::max(g.k, gs.kc));
   const T* zero = ws.zeros.data();
-  const std::size_t win_len = gs.window_len(g), win_per_thread = plan.chunk_rows * win_len;
-  T* windows = win_len ? detail::ensure_len(ws.windows,
-                                            ::fusedcnn::detail::max_threads() * win_per_thread)
-                       : nullptr;
+  const GatherWindows<T> windows(ws, plan.chunk_rows, gs.window_len(g));  // a slot per pixel
   auto build = [&](std::size_t q0, std::size_t m, const T** rows, auto mr) {
     constexpr std::size_t MR = decltype(mr)::value;
     if (gemm) {  // dX = dZ W^T, a plain GEMM: input pixel q was read by output pixel q only
       for (std::size_t i = 0; i < MR; ++i) rows[i] = dz + (q0 + std::min(i, m - 1)) * g.k;
       return;
     }
-    T* win = windows ? windows + ::fusedcnn::detail::thread_index() * win_per_thread +
-                           (q0 % plan.chunk_rows) * win_len
-                     : nullptr;
-    gather_rows_transposed(g, gs, dz, zero, q0, m, MR, rows, MR, win);
+    gather_rows_transposed(g, gs, dz, zero, q0, m, MR, rows, MR,
+                           windows.at(q0 % plan.chunk_rows));
   };
   auto store = [&](const kernels::TileInfo<T>& t) {
     for (std::size_t i = 0; i < t.m; ++i) {
@@ -312,26 +300,16 @@ void conv2d_backward_weights(const ConvGeometry& g, const T* x, const T* dz, T* 
   const GatherShape gs = forward_gather_shape(g);
   detail::ensure_zeros(ws, std::max(g.c, gs.kc));
   const T* zero = ws.zeros.data();
-  const std::size_t per_thread = gs.taps * block, win_per_thread = block * gs.window_len(g);
+  const std::size_t per_thread = gs.taps * block;
   ws.rows.resize(::fusedcnn::detail::max_threads() * per_thread);
-  T* windows = win_per_thread ? detail::ensure_len(ws.windows, ::fusedcnn::detail::max_threads() *
-                                                                   win_per_thread)
-                              : nullptr;
-  // Exact channel blocks of the weight-gradient tile.
-  auto for_tiles = [&](std::size_t channels, auto&& f) {
-    using Wide = kernels::DwTile<T>;
-    detail::for_exact_blocks<Wide::mr>(channels, [&]<std::size_t M>(std::size_t c0) {
-      f.template operator()<M, Wide::nr>(c0);
-    });
-  };
+  const GatherWindows<T> windows(ws, block, gs.window_len(g));  // a slot per pixel of a block
+  constexpr std::size_t MR = kernels::DwTile<T>::mr, NR = kernels::DwTile<T>::nr;
   // Few chunks (many channels on few pixels) also split the output channels into column
   // parts, each its own work item writing its own columns: parallel, and still a function of
   // the shape alone.
-  constexpr std::size_t wide_nr = kernels::DwTile<T>::nr;
   const std::size_t kparts =
-      nchunks >= 8 ? 1
-                   : std::min((kg + 2 * wide_nr - 1) / (2 * wide_nr), (8 + nchunks - 1) / nchunks);
-  const std::size_t kstep = ((kg + kparts - 1) / kparts + wide_nr - 1) / wide_nr * wide_nr;
+      nchunks >= 8 ? 1 : std::min((kg + 2 * NR - 1) / (2 * NR), (8 + nchunks - 1) / nchunks);
+  const std::size_t kstep = ((kg + kparts - 1) / kparts + NR - 1) / NR * NR;
   ::fusedcnn::detail::parallel_for(nchunks * kparts, [&](std::size_t item) {
     const std::size_t ci = item / kparts, kb0 = item % kparts * kstep;
     if (kb0 >= kg) return;
@@ -340,13 +318,11 @@ void conv2d_backward_weights(const ConvGeometry& g, const T* x, const T* dz, T* 
     for (std::size_t r = 0; r < taps * cg; ++r)
       for (std::size_t gi = 0; gi < g.groups; ++gi)
         std::fill(acc + r * K + gi * kg + kb0, acc + r * K + gi * kg + kb1, T{0});
-    const std::size_t tid = ::fusedcnn::detail::thread_index();
-    const T** rows = ws.rows.data() + tid * per_thread;
-    T* win = windows ? windows + tid * win_per_thread : nullptr;
+    const T** rows = ws.rows.data() + ::fusedcnn::detail::thread_index() * per_thread;
     const std::size_t pend = std::min(P, (ci + 1) * per_chunk);
     for (std::size_t b0 = ci * per_chunk; b0 < pend; b0 += block) {
       const std::size_t np = std::min(block, pend - b0);
-      gather_rows(g, gs, x, zero, b0, np, np, rows, block, win);
+      gather_rows(g, gs, x, zero, b0, np, np, rows, block, windows.at(0));
       // Merged runs hold kw*C channels: the HWIO rows of one kernel row, in order.
       const std::size_t rc = gs.merged ? gs.kc : cg;
       if (kg <= kernels::lanes<T>) {  // at most one vector of output channels: transposed tiles
@@ -362,7 +338,7 @@ void conv2d_backward_weights(const ConvGeometry& g, const T* x, const T* dz, T* 
       }
       for (std::size_t t = 0; t < gs.taps; ++t)
         for (std::size_t gi = 0; gi < g.groups; ++gi)
-          for_tiles(rc, [&]<std::size_t M, std::size_t NR>(std::size_t c0) {
+          detail::for_exact_blocks<MR>(rc, [&]<std::size_t M>(std::size_t c0) {
             for (std::size_t k0 = kb0; k0 < kb1; k0 += NR)
               kernels::dw<T, M, NR>(np, rows + t * block, gi * cg + c0,
                                     dz + b0 * K + gi * kg + k0, K, std::min(NR, kb1 - k0),

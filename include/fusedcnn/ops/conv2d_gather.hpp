@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <cstddef>
 
+#include "fusedcnn/core/threading.hpp"
 #include "fusedcnn/ops/conv_geometry.hpp"
 
 namespace fusedcnn::ops {
@@ -49,6 +50,27 @@ void copy_window(const T* row, std::size_t first, std::size_t lead, std::size_t 
       std::fill_n(dst, C, T{0});
   }
 }
+
+// Per-thread scratch for the copied edge windows of a gather: `slots` pixel slots of `len`
+// values per thread (none when the gather is not merged).
+template <class T>
+class GatherWindows {
+ public:
+  GatherWindows(ConvWorkspace<T>& ws, std::size_t slots, std::size_t len)
+      : len_(len), per_thread_(slots * len) {
+    if (per_thread_)
+      base_ = detail::ensure_len(ws.windows, ::fusedcnn::detail::max_threads() * per_thread_);
+  }
+  // The calling thread's windows from pixel slot j on.
+  T* at(std::size_t j) const noexcept {
+    return base_ ? base_ + ::fusedcnn::detail::thread_index() * per_thread_ + j * len_
+                 : nullptr;
+  }
+
+ private:
+  T* base_ = nullptr;
+  std::size_t len_, per_thread_;
+};
 
 // Fills rows[t * ld + i] for slots i < `slots` with the run tap t of output pixel
 // p0 + min(i, m - 1) reads (a short tile repeats its last pixel). Padding reads `zero` (at
