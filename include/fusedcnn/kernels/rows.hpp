@@ -172,6 +172,13 @@ void with_row_tile(std::size_t kb, std::size_t nv, F&& f) {
   }
 }
 
+// Output channels of the next forward block when `left` remain: 8 where that tile exists,
+// otherwise up to row_max_kb.
+template <class T>
+constexpr std::size_t row_fwd_kb(std::size_t left) noexcept {
+  return row_fwd_max_kb<T> == 8 && left >= 8 ? 8 : (left < row_max_kb ? left : row_max_kb);
+}
+
 // with_row_tile for the forward, which also has the 8-channel tile of 32-register ISAs
 // (2 vectors of pixels at most: each call then covers half or all of an nv = 4 tile).
 template <class T, class F>

@@ -2,8 +2,9 @@
 // scale-shift application, and the backward reductions and data gradient.
 //
 // Numerics: moments are computed per fixed chunk of rows (shifted sums of d and d^2 in one
-// pass, see strip_moments), and chunks are merged in order with Chan's formula in double. A channel with mean 1e4 and std 1 keeps its variance; no
-// E[z^2] - E[z]^2. Chunks are fixed-size, so results do not depend on the thread count.
+// pass, see strip_moments), and chunks are merged in order with Chan's formula in double. A
+// channel with mean 1e4 and std 1 keeps its variance; no E[z^2] - E[z]^2. Chunks are
+// fixed-size, so results do not depend on the thread count.
 #pragma once
 
 #include <algorithm>

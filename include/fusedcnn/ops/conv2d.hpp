@@ -185,7 +185,7 @@ template <class T>
 void pack_backward_data_weights(const ConvGeometry& g, const ConvPlan& plan, const T* w,
                                 ConvWorkspace<T>& ws) {
   if (plan.by_depthwise) return pack_depthwise_weights(g, w, static_cast<const T*>(nullptr), ws);
-  if (plan.by_rows) return pack_rows_weights(g, w, static_cast<const T*>(nullptr), ws);
+  if (plan.by_rows) return pack_rows_data_weights(g, w, ws);
   // Panel [group][panel][tap][kk][NR] of input channels c0..c0+NR: each HWIO row (t, c) is a
   // contiguous run over kk, read once and written down one panel column. A merged gather
   // reads the kernel columns of a row in reverse, so their panels are stored reversed.

@@ -57,6 +57,10 @@ ConvPlan plan_rows(const ConvGeometry& g) noexcept {
   return p;
 }
 
+// Whether the row family's data gradient gathers (stride 1: a forward row convolution over
+// zero-padded planar dz) rather than scatters.
+inline bool rows_data_gathers(const ConvGeometry& g) noexcept { return g.sh == 1 && g.sw == 1; }
+
 // Sizes of the planar buffers of one geometry.
 struct RowsLayout {
   std::size_t hp;      // padded input rows
@@ -82,7 +86,7 @@ RowsLayout rows_layout(const ConvGeometry& g, const ConvPlan& plan) noexcept {
   l.row = g.c * l.chan;
   l.w_pad = (g.w + px - 1) / px * px;
   const std::size_t reach = (g.kw - 1) * g.dw;
-  l.dz_lp = g.sh == 1 && g.sw == 1 && reach > g.pl ? reach - g.pl : 0;
+  l.dz_lp = rows_data_gathers(g) && reach > g.pl ? reach - g.pl : 0;
   l.dz_len = l.dz_lp + std::max(l.wo_pad, g.pl + l.w_pad);
   return l;
 }
@@ -111,6 +115,19 @@ void interleave(const T* __restrict src, std::size_t chan, std::size_t w,
                 T* __restrict dst) noexcept {
   for (std::size_t i = 0; i < w; ++i)
     for (std::size_t c = 0; c < C; ++c) dst[i * C + c] = src[c * chan + i];
+}
+
+// interleave for the channel counts it is compiled for (1-4); false otherwise.
+template <class T>
+bool interleave_any(std::size_t C, const T* src, std::size_t chan, std::size_t w,
+                    T* dst) noexcept {
+  switch (C) {
+    case 1: return interleave<T, 1>(src, chan, w, dst), true;
+    case 2: return interleave<T, 2>(src, chan, w, dst), true;
+    case 3: return interleave<T, 3>(src, chan, w, dst), true;
+    case 4: return interleave<T, 4>(src, chan, w, dst), true;
+    default: return false;
+  }
 }
 
 // deinterleave for the channel counts it is compiled for (1-4, 8, 16); false otherwise.
@@ -209,7 +226,7 @@ const T* planar_dz(const ConvGeometry& g, const RowsLayout& l, const T* dz,
 }  // namespace detail
 
 // Packs HWIO weights per group as [group][tap][c][kg], output channel k scaled by scale[k]
-// when given; the forward and the data gradient read the same layout.
+// when given: the forward's layout, and the scattering data gradient's.
 template <class T>
 void pack_rows_weights(const ConvGeometry& g, const T* w, const T* scale, ConvWorkspace<T>& ws) {
   const std::size_t cg = g.cg(), kg = g.kg(), taps = g.taps(), K = g.k;
@@ -222,6 +239,20 @@ void pack_rows_weights(const ConvGeometry& g, const T* w, const T* scale, ConvWo
           const T v = w[(t * cg + c) * K + k];
           *out++ = scale ? v * scale[k] : v;
         }
+}
+
+// Packs HWIO weights for the row family's data gradient: the stride-1 gather reads them as
+// [group][tap][k][c] (the forward kernel's [term][output channel] order), the scatter as
+// pack_rows_weights' [group][tap][c][k].
+template <class T>
+void pack_rows_data_weights(const ConvGeometry& g, const T* w, ConvWorkspace<T>& ws) {
+  if (!rows_data_gathers(g)) return pack_rows_weights(g, w, static_cast<const T*>(nullptr), ws);
+  const std::size_t cg = g.cg(), kg = g.kg(), taps = g.taps(), K = g.k;
+  T* out = detail::ensure_len(ws.packed, g.groups * taps * kg * cg);
+  for (std::size_t gi = 0; gi < g.groups; ++gi)
+    for (std::size_t t = 0; t < taps; ++t)
+      for (std::size_t k = 0; k < kg; ++k)
+        for (std::size_t c = 0; c < cg; ++c) *out++ = w[(t * cg + c) * K + gi * kg + k];
 }
 
 // Forward through the row kernels. Each chunk's rows, for one group and block of <= 4
@@ -247,7 +278,7 @@ void rows_forward(const ConvGeometry& g, const ConvPlan& plan, const T* x, ConvW
     const std::size_t r0 = chunk * per_chunk, r1 = std::min(out_rows, r0 + per_chunk);
     for (std::size_t gi = 0; gi < g.groups; ++gi)
       for (std::size_t kb0 = 0, kb = 0; kb0 < kg; kb0 += kb) {
-        kb = KB == 8 && kg - kb0 >= 8 ? 8 : std::min(kernels::row_max_kb, kg - kb0);
+        kb = kernels::row_fwd_kb<T>(kg - kb0);
         const T* w = ws.packed.data() + gi * g.taps() * cg * kg + kb0;
         auto run = [&]<std::size_t B, std::size_t NV>() {
           constexpr std::size_t step = NV * L;  // divides px: whole tiles stay inside wo_pad
@@ -273,20 +304,13 @@ void rows_forward(const ConvGeometry& g, const ConvPlan& plan, const T* x, ConvW
 namespace detail {
 // The stride-1 data gradient as a forward row convolution over planar dz: input pixel (h, w)
 // gathers dz at (h + pt - a*dh, w + pl - b*dw) for every tap (a, b) and output channel, in
-// registers, so each dx element is written once. Weights are re-laid as [group][tap][k][c],
-// the forward kernel's [term][output channel] order.
+// registers, so each dx element is written once. Weights come from pack_rows_data_weights.
 template <class T>
 void rows_backward_data_gather(const ConvGeometry& g, const ConvPlan& plan, const RowsLayout& l,
                                const T* dzp, T* dx, ConvWorkspace<T>& ws) {
-  constexpr std::size_t L = kernels::RowVec<T>::lanes, KB = kernels::row_fwd_max_kb<T>;
+  constexpr std::size_t L = kernels::RowVec<T>::lanes;
   const std::size_t cg = g.cg(), kg = g.kg(), taps = g.taps(), nsrc = taps * kg;
-  T* wt = ensure_len(ws.transposed, g.groups * taps * kg * cg);
-  const T* packed = ws.packed.data();  // [group][tap][c][k]
-  for (std::size_t gi = 0; gi < g.groups; ++gi)
-    for (std::size_t t = 0; t < taps; ++t)
-      for (std::size_t c = 0; c < cg; ++c)
-        for (std::size_t k = 0; k < kg; ++k)
-          wt[((gi * taps + t) * kg + k) * cg + c] = packed[((gi * taps + t) * cg + c) * kg + k];
+  const T* wt = ws.packed.data();  // [group][tap][k][c]
   ensure_zeros(ws, l.dz_len);
   const T* zero = ws.zeros.data();
   const std::size_t per_thread = g.c * l.w_pad;
@@ -307,7 +331,7 @@ void rows_backward_data_gather(const ConvGeometry& g, const ConvPlan& plan, cons
             src[j++] = ok ? row + k * l.dz_len + l.dz_lp + g.pl - b * g.dw : zero;
       }
       for (std::size_t c0 = 0, cb = 0; c0 < cg; c0 += cb) {
-        cb = KB == 8 && cg - c0 >= 8 ? 8 : std::min(kernels::row_max_kb, cg - c0);
+        cb = kernels::row_fwd_kb<T>(cg - c0);
         const T* w = wt + gi * taps * kg * cg + c0;
         T* out = buf + (gi * cg + c0) * l.w_pad;
         auto run = [&]<std::size_t B, std::size_t NV>() {
@@ -319,36 +343,23 @@ void rows_backward_data_gather(const ConvGeometry& g, const ConvPlan& plan, cons
       }
     }
     T* dst = dx + q * g.w * g.c;
-    switch (g.c) {
-      case 1: return interleave<T, 1>(buf, l.w_pad, g.w, dst);
-      case 2: return interleave<T, 2>(buf, l.w_pad, g.w, dst);
-      case 3: return interleave<T, 3>(buf, l.w_pad, g.w, dst);
-      case 4: return interleave<T, 4>(buf, l.w_pad, g.w, dst);
-      default: break;
-    }
+    if (interleave_any(g.c, buf, l.w_pad, g.w, dst)) return;
     for (std::size_t i = 0; i < g.w; ++i)
       for (std::size_t c = 0; c < g.c; ++c) dst[i * g.c + c] = buf[c * l.w_pad + i];
   });
 }
 }  // namespace detail
 
-// Data gradient through the row kernels. Stride 1 gathers (rows_backward_data_gather);
-// otherwise each input row (a parallel task) gathers the output rows that read it, scatters
-// their dz into a planar row scratch, then writes dx. Overwrites dx.
+namespace detail {
+// The data gradient for other strides: each input row (a parallel task) takes the output rows
+// that read it and scatters their dz into a planar row scratch, then writes dx.
 template <class T>
-void rows_backward_data(const ConvGeometry& g, const ConvPlan& plan, const T* dz, T* dx,
-                        ConvWorkspace<T>& ws) {
+void rows_backward_data_scatter(const ConvGeometry& g, const ConvPlan& plan, const RowsLayout& l,
+                                const T* dzp, T* dx, ConvWorkspace<T>& ws) {
   constexpr std::size_t L = kernels::RowVec<T>::lanes;
-  const RowsLayout l = rows_layout<T>(g, plan);
-  const T* dzp = detail::planar_dz(g, l, dz, ws, false);
-  if (g.sh == 1 && g.sw == 1) {
-    detail::rows_backward_data_gather(g, plan, l, dzp, dx, ws);
-    ws.planar_dz_of = nullptr;  // the next backward's dz may live at the same address
-    return;
-  }
-  const kernels::RowTaps taps{g.kh, g.kw, g.cg(), l.chan, detail::tap_offsets(g, l, ws.offsets)};
+  const kernels::RowTaps taps{g.kh, g.kw, g.cg(), l.chan, tap_offsets(g, l, ws.offsets)};
   const std::size_t cg = g.cg(), kg = g.kg(), px = plan.row_nv * L;
-  T* scratch = detail::ensure_len(ws.scratch, ::fusedcnn::detail::max_threads() * l.row);
+  T* scratch = ensure_len(ws.scratch, ::fusedcnn::detail::max_threads() * l.row);
   ::fusedcnn::detail::parallel_for(g.n * g.h, [&](std::size_t q) {
     T* buf = scratch + ::fusedcnn::detail::thread_index() * l.row;
     std::fill_n(buf, l.row, T{0});
@@ -370,15 +381,8 @@ void rows_backward_data(const ConvGeometry& g, const ConvPlan& plan, const T* dz
         }
     }
     T* out = dx + q * g.w * g.c;
-    if (g.sw == 1 && g.c <= 4) {  // one phase: a transpose the compiler vectorises per C
-      const T* s = buf + g.pl;
-      switch (g.c) {
-        case 1: return detail::interleave<T, 1>(s, l.chan, g.w, out);
-        case 2: return detail::interleave<T, 2>(s, l.chan, g.w, out);
-        case 3: return detail::interleave<T, 3>(s, l.chan, g.w, out);
-        default: return detail::interleave<T, 4>(s, l.chan, g.w, out);
-      }
-    }
+    // one phase: a transpose the compiler vectorises per C
+    if (g.sw == 1 && interleave_any(g.c, buf + g.pl, l.chan, g.w, out)) return;
     for (std::size_t c = 0; c < g.c; ++c)
       for (std::size_t ph = 0; ph < g.sw; ++ph) {
         const std::size_t w0 = (ph + g.sw - g.pl % g.sw) % g.sw;
@@ -389,6 +393,20 @@ void rows_backward_data(const ConvGeometry& g, const ConvPlan& plan, const T* dz
         for (std::size_t i = 0; i < cnt; ++i) d[i * step] = s[i];
       }
   });
+}
+}  // namespace detail
+
+// Data gradient through the row kernels, gathering for stride 1 and scattering otherwise.
+// Overwrites dx.
+template <class T>
+void rows_backward_data(const ConvGeometry& g, const ConvPlan& plan, const T* dz, T* dx,
+                        ConvWorkspace<T>& ws) {
+  const RowsLayout l = rows_layout<T>(g, plan);
+  const T* dzp = detail::planar_dz(g, l, dz, ws, false);
+  if (rows_data_gathers(g))
+    detail::rows_backward_data_gather(g, plan, l, dzp, dx, ws);
+  else
+    detail::rows_backward_data_scatter(g, plan, l, dzp, dx, ws);
   ws.planar_dz_of = nullptr;  // the next backward's dz may live at the same address
 }
 

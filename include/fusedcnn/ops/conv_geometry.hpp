@@ -101,7 +101,6 @@ struct ConvWorkspace {
   Tensor<T, 1> windows;            // per-thread copies of gather windows that cross padding
   // Row family only: planar copies of x and dz, per-thread row scratch, tap offsets.
   Tensor<T, 1> planar_x, planar_dz, scratch;
-  Tensor<T, 1> transposed;          // data-gradient weights as [group][tap][k][c] (stride 1)
   const T* planar_x_of = nullptr;   // the x planar_x was made from (forward sets it)
   const T* planar_dz_of = nullptr;  // the dz planar_dz was made from (one backward)
   std::vector<std::size_t> offsets;
