@@ -134,3 +134,47 @@ TEST_CASE("Conv2D on larger shapes exercises every kernel family", "[conv2d][fam
     CHECK(ref::rel_err(conv.bias_grad(), g.db) <= 1e-5);
   }
 }
+
+TEMPLATE_TEST_CASE("Conv2D on many channels and few pixels reads its weights in place",
+                   "[conv2d][families]", float, double) {
+  // Whole panels of output channels on at most a few dozen row tiles: the forward reads the
+  // HWIO weights without packing them, so a write through a pointer taken long before the
+  // forward must show in the next one. Ungrouped and grouped, stride 1 and 2.
+  struct Shape {
+    std::size_t n, h, w, c, k, kh, stride, groups;
+  };
+  const Shape shapes[] = {{1, 7, 9, 40, 64, 3, 1, 1},
+                          {2, 6, 7, 32, 128, 3, 1, 2},
+                          {1, 9, 8, 24, 96, 3, 2, 1},
+                          {3, 4, 4, 64, 32, 1, 1, 1}};
+  std::mt19937_64 rng(sizeof(TestType) == 4 ? 31 : 32);
+  for (const Shape& s : shapes) {
+    fusedcnn::Conv2DOptions o;
+    o.kernel = {s.kh, s.kh};
+    o.stride = {s.stride, s.stride};
+    o.padding = fusedcnn::Padding::same();
+    o.groups = s.groups;
+    const support::ConvCase cc{s.n, s.h, s.w, s.c, s.k, o};
+    INFO(cc.str());
+    Conv2D<TestType> conv(s.c, s.k, o);
+    TestType* w = conv.weight().data();
+    Tensor<TestType> x({s.n, s.h, s.w, s.c});
+    support::fill(x, rng);
+    const ref::Conv p = cc.problem();
+    for (int round = 0; round < 2; ++round) {
+      if (round == 1)  // through the pointer taken before the first forward
+        for (std::size_t i = 0; i < conv.weight().size(); i += 7) w[i] = -w[i] + TestType(0.25);
+      const Tensor<TestType> y = conv.forward(x);
+      const ref::Vec xr = ref::to_vec(x), wr = ref::to_vec(conv.weight());
+      const ref::Vec yr = ref::conv_forward(p, xr, wr, ref::to_vec(conv.bias()));
+      CHECK(ref::rel_err(y, yr) <= tol<TestType>());
+    }
+    Tensor<TestType> dy(conv.forward(x).shape());
+    support::fill(dy, rng);
+    const Tensor<TestType> dx = conv.backward(dy);
+    const ref::ConvGrads g =
+        ref::conv_backward(p, ref::to_vec(x), ref::to_vec(conv.weight()), ref::to_vec(dy));
+    CHECK(ref::rel_err(dx, g.dx) <= tol<TestType>());
+    CHECK(ref::rel_err(conv.weight_grad(), g.dw) <= tol<TestType>());
+  }
+}

@@ -29,6 +29,24 @@ void store_channel_major(const T* src, std::size_t cs, std::size_t m, const T* b
   }
 }
 
+// Writes a row-major tile (element (i, j) at src[i*ld + j]) to rows dst[i*ldd + j] as
+// act(src + b[j]), a vector of channels at a time: written out so that a bare copy does not
+// become a library call per row.
+template <class T, bool Relu>
+void store_row_major(const T* src, std::size_t ld, std::size_t m, std::size_t n, const T* b,
+                     T* dst, std::size_t ldd) noexcept {
+  using V = RowVec<T>;
+  for (std::size_t i = 0; i < m; ++i, src += ld, dst += ldd) {
+    for (std::size_t j = 0; j < n; j += V::lanes) {
+      const auto mask = V::first(n - j);
+      typename V::R v = V::load(mask, src + j);
+      if (b) v = V::add(v, V::load(mask, b + j));
+      if constexpr (Relu) v = V::relu(v);
+      V::store(mask, dst + j, v);
+    }
+  }
+}
+
 // store_channel_major for a runtime channel count n in [1, 4] or 8 (the row family's blocks).
 template <class T, bool Relu>
 void store_channel_major(const T* src, std::size_t cs, std::size_t m, std::size_t n, const T* b,
@@ -52,19 +70,13 @@ struct BiasActEpilogue {
   const T* bias;  // may be null
 
   void operator()(const TileInfo<T>& t) const noexcept {
-    if (t.cs != 1 && t.n <= 8) {  // channel-major tile of the row family
+    if (t.cs != 1) {  // channel-major tile of the row family (at most 8 channels)
       detail::store_channel_major<T, Relu>(t.data, t.cs, t.m, t.n, bias ? bias + t.k0 : nullptr,
                                            y + t.p0 * ldy + t.k0, ldy);
       return;
     }
-    for (std::size_t i = 0; i < t.m; ++i) {
-      T* dst = y + (t.p0 + i) * ldy + t.k0;
-      const T* src = t.data + i * t.ld;
-      for (std::size_t j = 0; j < t.n; ++j) {
-        const T v = bias ? src[j * t.cs] + bias[t.k0 + j] : src[j * t.cs];
-        dst[j] = Relu ? std::max(v, T{0}) : v;
-      }
-    }
+    detail::store_row_major<T, Relu>(t.data, t.ld, t.m, t.n, bias ? bias + t.k0 : nullptr,
+                                     y + t.p0 * ldy + t.k0, ldy);
   }
 };
 

@@ -53,11 +53,9 @@ class Conv2D {
   // Writes the convolution of x into y (resized only when its shape differs).
   void forward(const Tensor<T>& x, Tensor<T>& y) {
     const ops::ConvGeometry g = geometry(x.shape());
-    detail::copy_into(x, x_);
-    geom_ = g;
-    has_cache_ = true;
+    const InputPass in = cache_input(x, g, &x == &y);
     detail::ensure_shape(y, g.out_shape());
-    run_forward(g, x_.data(), y.data());
+    run_forward(g, in.x, y.data(), in.save);
   }
 
   Tensor<T> backward(const Tensor<T>& dy) {
@@ -144,11 +142,24 @@ class Conv2D {
   void pack_for_forward(const ops::ConvGeometry& g, const ops::ConvPlan& plan, const T* scale) {
     ops::pack_forward_weights(g, plan, weight_.data(), scale, ws_);
   }
-  // Keeps a copy of x for backward, as forward does.
-  void cache_input(const Tensor<T>& x, const ops::ConvGeometry& g) {
-    detail::copy_into(x, x_);
+  // What a forward reads, and where it copies that on its way (null: nothing left to copy).
+  struct InputPass {
+    const T* x;
+    T* save;
+  };
+  // Makes room for the copy of x that backward needs. The forward then reads x and copies it
+  // on its own pass (ops::conv2d_forward's `save`); when its output may overwrite x, the copy
+  // is made here first and the forward reads that.
+  InputPass cache_input(const Tensor<T>& x, const ops::ConvGeometry& g, bool x_overwritten) {
     geom_ = g;
     has_cache_ = true;
+    if (&x == &x_) return {x_.data(), nullptr};
+    if (x_overwritten) {
+      detail::copy_into(x, x_);
+      return {x_.data(), nullptr};
+    }
+    detail::ensure_shape(x_, x.shape());
+    return {x.data(), x_.data()};
   }
   const Tensor<T>& cached_input() const noexcept { return x_; }
   ops::ConvWorkspace<T>& workspace() noexcept { return ws_; }
@@ -193,12 +204,13 @@ class Conv2D {
     return const_cast<Conv2D*>(this)->bias_or_throw(const_cast<Tn&>(t), name);
   }
 
-  // Packs the weights and runs the plain convolution (plus bias) of x into y.
-  void run_forward(const ops::ConvGeometry& g, const T* x, T* y) {
+  // Packs the weights and runs the plain convolution (plus bias) of x into y, copying x into
+  // save on the way when save is given.
+  void run_forward(const ops::ConvGeometry& g, const T* x, T* y, T* save = nullptr) {
     const ops::ConvPlan plan = ops::plan_forward<T>(g);
     ops::pack_forward_weights(g, plan, weight_.data(), static_cast<const T*>(nullptr), ws_);
     const T* bias = opts_.bias ? bias_.data() : nullptr;
-    ops::conv2d_forward(g, plan, x, ws_, kernels::BiasActEpilogue<T, false>{y, g.k, bias});
+    ops::conv2d_forward(g, plan, x, ws_, kernels::BiasActEpilogue<T, false>{y, g.k, bias}, save);
   }
 
   std::size_t in_, out_;

@@ -52,13 +52,15 @@ class ConvBN {
   void forward(const Tensor<T>& x, Tensor<T>& y) {
     const ops::ConvGeometry g = conv_.geometry(x.shape());
     bn_.check_input(g.out_shape());
-    conv_.cache_input(x, g);  // from here on x may be y: only the copy is read
     bn_.ensure_coefficients();
     bn_.used_batch_ = bn_.uses_batch_stats();
+    // The folded forward writes y while it reads x: if they are one tensor, x is copied first.
+    // The batch-statistics forward writes y only after its convolution has read x.
+    const auto in = conv_.cache_input(x, g, !bn_.used_batch_ && &x == &y);
     if (bn_.used_batch_) {
-      forward_batch_stats(g, y);
+      forward_batch_stats(g, in, y);
     } else {
-      forward_folded(g, y);
+      forward_folded(g, in, y);
     }
     bn_.has_cache_ = true;
   }
@@ -125,7 +127,8 @@ class ConvBN {
 
   // Batch statistics: the conv epilogue stores Z into the BN's cache and accumulates shifted
   // per-chunk sums; then the chunks are merged in order, running statistics updated, Z -> Y.
-  void forward_batch_stats(const ops::ConvGeometry& g, Tensor<T>& y) {
+  void forward_batch_stats(const ops::ConvGeometry& g, typename Conv2D<T>::InputPass in,
+                           Tensor<T>& y) {
     const ops::ConvPlan plan = ops::plan_forward<T>(g);
     const std::size_t K = g.k, rows = g.pixels();
     const std::size_t chunks = plan.chunks, chunk_rows = plan.chunk_rows;
@@ -136,8 +139,8 @@ class ConvBN {
     detail::ensure_shape(bn_.z_, g.out_shape());
     conv_.pack_for_forward(g, plan, nullptr);
     const T* bias = conv_.has_bias() ? conv_.bias().data() : nullptr;
-    ops::conv2d_forward(g, plan, conv_.cached_input().data(), conv_.workspace(),
-                        kernels::BiasStatsEpilogue<T>{bn_.z_.data(), K, bias, slots});
+    ops::conv2d_forward(g, plan, in.x, conv_.workspace(),
+                        kernels::BiasStatsEpilogue<T>{bn_.z_.data(), K, bias, slots}, in.save);
     z_valid_ = true;
 
     // Each chunk's (shift, sum d, sum d^2) becomes its mean and M2 in place, then the chunks
@@ -171,7 +174,7 @@ class ConvBN {
   }
 
   // Running statistics: y = act(conv(x; W * a) + (bias - mean) * a + beta), one pass.
-  void forward_folded(const ops::ConvGeometry& g, Tensor<T>& y) {
+  void forward_folded(const ops::ConvGeometry& g, typename Conv2D<T>::InputPass in, Tensor<T>& y) {
     bn_.set_affine_from_running();
     const std::size_t K = g.k;
     shift_.resize({K});
@@ -184,13 +187,12 @@ class ConvBN {
     conv_.pack_for_forward(g, plan, bn_.a_.data());
     z_valid_ = false;
     detail::ensure_shape(y, g.out_shape());
-    const T* x = conv_.cached_input().data();
     if (act_ == Activation::relu) {
-      ops::conv2d_forward(g, plan, x, conv_.workspace(),
-                          kernels::BiasActEpilogue<T, true>{y.data(), K, shift_.data()});
+      ops::conv2d_forward(g, plan, in.x, conv_.workspace(),
+                          kernels::BiasActEpilogue<T, true>{y.data(), K, shift_.data()}, in.save);
     } else {
-      ops::conv2d_forward(g, plan, x, conv_.workspace(),
-                          kernels::BiasActEpilogue<T, false>{y.data(), K, shift_.data()});
+      ops::conv2d_forward(g, plan, in.x, conv_.workspace(),
+                          kernels::BiasActEpilogue<T, false>{y.data(), K, shift_.data()}, in.save);
     }
     path_ = "fused: BN folded into the conv weights";
   }

@@ -12,6 +12,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cstdint>
 #include <cstddef>
 #include <type_traits>
 #include <vector>
@@ -62,6 +63,14 @@ inline void prefetch_rows(const T* const* rows, std::size_t count, std::size_t o
 #endif
 }
 
+// Where the igemm kernel reads a panel's weights: packed panels one after another (ld = 0),
+// or the HWIO weights in place, rows ld = K apart (full panels of ungrouped columns only).
+template <class T>
+struct PanelSource {
+  const T* base;
+  std::size_t ld;
+};
+
 // Packed weights per column block: panels of one block stay in L2 (about 256 KiB) while
 // every tile of a chunk passes over them.
 inline constexpr std::size_t igemm_block_bytes = 256 * 1024;
@@ -71,11 +80,12 @@ inline constexpr std::size_t igemm_block_bytes = 256 * 1024;
 // block and each panel meets all of the chunk's tiles while it is in cache; many channels on
 // few pixels still split across threads. For any one channel, tiles reach epi(TileInfo) in
 // row order within a chunk, whatever the thread count. build(p0, m, rows) fills a tile's row
-// pointers.
-template <class T, std::size_t MR, std::size_t NR, class Build, class Epi>
+// pointers; on_chunk(chunk) runs once per chunk, in the item of the first column block,
+// before its tiles.
+template <class T, std::size_t MR, std::size_t NR, class Build, class Epi, class OnChunk>
 void igemm_driver(const ConvPlan& plan, std::size_t taps, std::size_t kc, std::size_t groups,
-                  std::size_t n_per_group, const T* packed, ConvWorkspace<T>& ws, Build& build,
-                  Epi& epi) {
+                  std::size_t n_per_group, PanelSource<T> wts, ConvWorkspace<T>& ws,
+                  Build& build, Epi& epi, OnChunk&& on_chunk) {
   const std::size_t panels = (n_per_group + NR - 1) / NR, all_panels = groups * panels;
   const std::size_t panel_len = taps * kc * NR;
   const std::size_t per_block =
@@ -91,6 +101,7 @@ void igemm_driver(const ConvPlan& plan, std::size_t taps, std::size_t kc, std::s
     const T** rows = ws.rows.data() + ::fusedcnn::detail::thread_index() * per_thread;
     const std::size_t chunk_p0 = chunk * plan.chunk_rows;
     const std::size_t end = std::min(plan.rows, chunk_p0 + plan.chunk_rows);
+    if (blk == 0) on_chunk(chunk);
     for (std::size_t p0 = chunk_p0, ti = 0; p0 < end; p0 += MR, ++ti)
       build(p0, std::min(MR, end - p0), rows + ti * tile_len,
             std::integral_constant<std::size_t, MR>{});
@@ -98,13 +109,15 @@ void igemm_driver(const ConvPlan& plan, std::size_t taps, std::size_t kc, std::s
     for (std::size_t q = blk * per_block; q < q1; ++q) {
       const std::size_t g = q / panels, col0 = (q % panels) * NR;
       const std::size_t n = std::min(NR, n_per_group - col0);
+      const T* w = wts.ld ? wts.base + g * n_per_group + col0 : wts.base + q * panel_len;
+      const std::size_t ldw = wts.ld ? wts.ld : NR;
       for (std::size_t p0 = chunk_p0, ti = 0; p0 < end; p0 += MR, ++ti) {
         // One-tap GEMMs (1x1 convolutions) read each row once, in runs too short for the
         // hardware prefetcher: the first panel fetches the next tile's rows ahead.
         if (taps == 1 && q == blk * per_block && p0 + MR < end)
           prefetch_rows(rows + (ti + 1) * tile_len, MR, g * kc, kc);
         kernels::igemm<T, MR, NR>(
-            taps, kc, rows + ti * tile_len, packed + q * panel_len, g * kc,
+            taps, kc, rows + ti * tile_len, w, ldw, g * kc,
             std::min(MR, end - p0), n, [&](const T* t, std::size_t mm, std::size_t nn) {
               epi(kernels::TileInfo<T>{t, NR, mm, nn, p0, g * n_per_group + col0, chunk,
                                        chunk_p0});
@@ -116,13 +129,34 @@ void igemm_driver(const ConvPlan& plan, std::size_t taps, std::size_t kc, std::s
 
 }  // namespace detail
 
+// Whether the igemm forward reads the HWIO weights in place instead of a packed copy. Packing
+// is a pass over all the weights on every forward, which pays for itself when each panel then
+// meets many row tiles (contiguous panels sit in L1 and stream well) but not when it meets
+// only a few: many channels on few pixels (7x7x512: packing is 8 % of the convolution, the
+// in-place rows cost 2-6 % more per tile). In place also needs full panels (no zero columns
+// to add), no folded scale and rows on vector boundaries.
+inline constexpr std::size_t in_place_max_tiles = 32;
+template <class T>
+bool reads_weights_in_place(const ConvGeometry& g, const ConvPlan& plan, const T* w,
+                            const T* scale) noexcept {
+  if (plan.by_rows || plan.by_depthwise || scale || g.kg() % plan.tile.nr != 0) return false;
+  if ((plan.rows + plan.tile.mr - 1) / plan.tile.mr > in_place_max_tiles) return false;
+  return reinterpret_cast<std::uintptr_t>(w) % (kernels::lanes<T> * sizeof(T)) == 0;
+}
+
 // Packs HWIO weights into NR-wide panels for the forward kernel, each output channel k
-// multiplied by scale[k] when scale is given (BN folding).
+// multiplied by scale[k] when scale is given (BN folding), or, where the kernel can read
+// them in place (reads_weights_in_place), only records where they are.
 template <class T>
 void pack_forward_weights(const ConvGeometry& g, const ConvPlan& plan, const T* w,
                           const T* scale, ConvWorkspace<T>& ws) {
+  ws.in_place = nullptr;
   if (plan.by_depthwise) return pack_depthwise_weights(g, w, scale, ws);
   if (plan.by_rows) return pack_rows_weights(g, w, scale, ws);
+  if (reads_weights_in_place(g, plan, w, scale)) {
+    ws.in_place = w;
+    return;
+  }
   // Panel rows are runs of contiguous HWIO columns: copied (and scaled) a run at a time, in
   // loops the compiler vectorises; this runs on every forward, so it must stream.
   const std::size_t cg = g.cg(), kg = g.kg(), K = g.k, nr = plan.tile.nr, taps = g.taps();
@@ -145,11 +179,41 @@ void pack_forward_weights(const ConvGeometry& g, const ConvPlan& plan, const T* 
   });
 }
 
+namespace detail {
+// Copies x (the input of g) into save, slice `chunk` of `chunks` proportional slices of its
+// pixels: a forward chunk's slice is about the part of x its own tiles read, so the copy
+// reads what is already in cache. Slices of 1x1 convolutions are exactly their chunk's rows.
+template <class T>
+void copy_input_slice(const ConvGeometry& g, const ConvPlan& plan, const T* x, T* save,
+                      std::size_t chunk) noexcept {
+  const std::size_t in = g.in_pixels();
+  auto bound = [&](std::size_t c) {
+    const std::size_t p = std::min(plan.rows, c * plan.chunk_rows);
+    if (p == plan.rows || plan.rows == in) return p == plan.rows ? in : p;
+    return static_cast<std::size_t>(static_cast<double>(p) / static_cast<double>(plan.rows) *
+                                    static_cast<double>(in));
+  };
+  const std::size_t lo = bound(chunk), hi = bound(chunk + 1);
+  if (hi > lo) std::copy_n(x + lo * g.c, (hi - lo) * g.c, save + lo * g.c);
+}
+}  // namespace detail
+
 // Forward convolution of x with weights packed by pack_forward_weights for this plan; every
-// output tile goes to epi(TileInfo).
+// output tile goes to epi(TileInfo). A non-null `save` (not overlapping x) receives a copy of
+// x, made on the pass's own way through x where the family allows.
 template <class T, class Epi>
 void conv2d_forward(const ConvGeometry& g, const ConvPlan& plan, const T* x,
-                    ConvWorkspace<T>& ws, Epi&& epi) {
+                    ConvWorkspace<T>& ws, Epi&& epi, T* save = nullptr) {
+  if (save == x) save = nullptr;
+  if (save && plan.rows == 0) std::copy_n(x, g.in_pixels() * g.c, save);
+  if (save && (plan.by_depthwise || plan.by_rows)) {
+    // These families then read the copy: the row family's planar input, made from it here,
+    // is what its backward reuses (planar_x_of).
+    ::fusedcnn::detail::parallel_for(plan.chunks, [&](std::size_t c) {
+      detail::copy_input_slice(g, plan, x, save, c);
+    });
+    x = save;
+  }
   if (plan.by_depthwise) return depthwise_forward(g, plan, x, ws, epi);
   if (plan.by_rows) return rows_forward(g, plan, x, ws, epi);
   const bool gemm = g.pointwise();
@@ -166,8 +230,13 @@ void conv2d_forward(const ConvGeometry& g, const ConvPlan& plan, const T* x,
     gather_rows(g, gs, x, zero, p0, m, MR, rows, MR, windows.at(p0 % plan.chunk_rows));
   };
   kernels::with_tile<T>(plan.tile, [&]<std::size_t MR, std::size_t NR>() {
-    detail::igemm_driver<T, MR, NR>(plan, gs.taps, gs.kc, g.groups, g.kg(), ws.packed.data(),
-                                    ws, build, epi);
+    const detail::PanelSource<T> wts{ws.in_place ? ws.in_place : ws.packed.data(),
+                                     ws.in_place ? g.k : 0};
+    auto on_chunk = [&](std::size_t chunk) {
+      if (save) detail::copy_input_slice(g, plan, x, save, chunk);
+    };
+    detail::igemm_driver<T, MR, NR>(plan, gs.taps, gs.kc, g.groups, g.kg(), wts, ws, build, epi,
+                                    on_chunk);
   });
 }
 
@@ -239,8 +308,9 @@ void conv2d_backward_data(const ConvGeometry& g, const ConvPlan& plan, const T* 
     }
   };
   kernels::with_tile<T>(plan.tile, [&]<std::size_t MR, std::size_t NR>() {
-    detail::igemm_driver<T, MR, NR>(plan, gs.taps, gs.kc, g.groups, g.cg(), ws.packed.data(),
-                                    ws, build, store);
+    detail::igemm_driver<T, MR, NR>(plan, gs.taps, gs.kc, g.groups, g.cg(),
+                                    detail::PanelSource<T>{ws.packed.data(), 0}, ws, build, store,
+                                    [](std::size_t) {});
   });
 }
 

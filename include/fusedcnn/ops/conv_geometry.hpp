@@ -93,6 +93,7 @@ inline ConvGeometry make_geometry(const Shape<4>& x, std::size_t out_channels,
 template <class T>
 struct ConvWorkspace {
   Tensor<T, 1> packed;             // weights packed for the kernel family of the plan
+  const T* in_place = nullptr;     // or the HWIO weights the forward reads as they are
   Tensor<T, 1> zeros;              // the shared zero row padding points at
   Tensor<T, 1> partial;            // per-chunk weight-gradient partial sums
   Tensor<double, 1> bias_partial;  // per-chunk bias-gradient partial sums

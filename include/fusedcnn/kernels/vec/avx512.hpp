@@ -24,6 +24,9 @@ struct Vec<float> {
   static R bcast(const float* p) noexcept { return _mm512_set1_ps(*p); }
   static R fma(R a, R b, R c) noexcept { return _mm512_fmadd_ps(a, b, c); }
   static R add(R a, R b) noexcept { return _mm512_add_ps(a, b); }
+  static R relu(R v) noexcept {  // v < 0 -> 0; NaN and -0 stay (as std::max(v, 0))
+    return _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(v, zero(), _CMP_NLT_UQ), v);
+  }
   static void store(float* p, R v) noexcept { _mm512_store_ps(p, v); }  // 64-byte aligned
   static void storeu(float* p, R v) noexcept { _mm512_storeu_ps(p, v); }  // unaligned
   static M first(std::size_t n) noexcept { return n >= 16 ? M(0xFFFF) : M((1u << n) - 1u); }
@@ -43,6 +46,9 @@ struct Vec<double> {
   static R bcast(const double* p) noexcept { return _mm512_set1_pd(*p); }
   static R fma(R a, R b, R c) noexcept { return _mm512_fmadd_pd(a, b, c); }
   static R add(R a, R b) noexcept { return _mm512_add_pd(a, b); }
+  static R relu(R v) noexcept {  // v < 0 -> 0; NaN and -0 stay (as std::max(v, 0))
+    return _mm512_maskz_mov_pd(_mm512_cmp_pd_mask(v, zero(), _CMP_NLT_UQ), v);
+  }
   static void store(double* p, R v) noexcept { _mm512_store_pd(p, v); }
   static void storeu(double* p, R v) noexcept { _mm512_storeu_pd(p, v); }  // unaligned
   static M first(std::size_t n) noexcept { return n >= 8 ? M(0xFF) : M((1u << n) - 1u); }
