@@ -178,3 +178,51 @@ TEMPLATE_TEST_CASE("Conv2D on many channels and few pixels reads its weights in 
     CHECK(ref::rel_err(conv.weight_grad(), g.dw) <= tol<TestType>());
   }
 }
+
+TEMPLATE_TEST_CASE("Conv2D strips: about one vector of output channels along unit-stride rows",
+                   "[conv2d][families]", float, double) {
+  // Output channels between half a vector and one (9-16 floats, 5-8 doubles on AVX-512; the
+  // other builds have other widths, and these shapes then exercise their own families),
+  // kernel widths 2-7, vertical stride and dilation, asymmetric padding (also wider than the
+  // kernel), rows that end in a partial strip, and a row narrower than one strip; with about
+  // one vector of input channels and unit strides the data gradient runs as strips too.
+  struct Case {
+    std::size_t n, h, w, c, k, kh, kw, sh, dh;
+    fusedcnn::Padding pad;
+  };
+  const Case cases[] = {{2, 11, 37, 5, 12, 3, 3, 1, 1, {1, 1, 1, 1}},
+                        {1, 13, 21, 16, 16, 3, 5, 2, 1, {2, 0, 1, 3}},
+                        {2, 9, 40, 3, 7, 2, 7, 1, 2, {0, 1, 3, 3}},
+                        {1, 8, 6, 9, 13, 3, 2, 1, 1, {1, 1, 0, 1}},
+                        {3, 6, 33, 1, 6, 5, 4, 1, 1, fusedcnn::Padding::same()},
+                        {1, 10, 19, 24, 15, 3, 3, 3, 2, {2, 2, 1, 1}},
+                        {1, 12, 30, 12, 10, 3, 3, 1, 2, {2, 1, 4, 0}},
+                        {2, 7, 18, 14, 9, 2, 4, 1, 1, {0, 0, 0, 5}}};
+  std::mt19937_64 rng(sizeof(TestType) == 4 ? 41 : 42);
+  for (const Case& s : cases) {
+    fusedcnn::Conv2DOptions o;
+    o.kernel = {s.kh, s.kw};
+    o.stride = {s.sh, 1};
+    o.dilation = {s.dh, 1};
+    o.padding = s.pad;
+    const support::ConvCase cc{s.n, s.h, s.w, s.c, s.k, o};
+    INFO(cc.str());
+    Conv2D<TestType> conv(s.c, s.k, o);
+    support::fill(conv.weight(), rng);
+    support::fill(conv.bias(), rng);
+    Tensor<TestType> x({s.n, s.h, s.w, s.c});
+    support::fill(x, rng);
+    const Tensor<TestType> y = conv.forward(x);
+    Tensor<TestType> dy(y.shape());
+    support::fill(dy, rng);
+    const Tensor<TestType> dx = conv.backward(dy);
+    const ref::Conv p = cc.problem();
+    const ref::Vec xr = ref::to_vec(x), wr = ref::to_vec(conv.weight());
+    const ref::Vec yr = ref::conv_forward(p, xr, wr, ref::to_vec(conv.bias()));
+    CHECK(ref::rel_err(y, yr) <= tol<TestType>());
+    const ref::ConvGrads g = ref::conv_backward(p, xr, wr, ref::to_vec(dy));
+    CHECK(ref::rel_err(dx, g.dx) <= tol<TestType>());
+    CHECK(ref::rel_err(conv.weight_grad(), g.dw) <= tol<TestType>());
+    CHECK(ref::rel_err(conv.bias_grad(), g.db) <= tol<TestType>());
+  }
+}

@@ -8,9 +8,11 @@
 #include "fusedcnn/kernels/generic/dw_mrxnr.hpp"
 #include "fusedcnn/kernels/generic/dwt_mrxnr.hpp"
 #include "fusedcnn/kernels/generic/igemm_mrxnr.hpp"
+#include "fusedcnn/kernels/generic/strip_rxkw.hpp"
 #include "fusedcnn/kernels/simd/dw_mrxnr.hpp"
 #include "fusedcnn/kernels/simd/dwt_mrxnr.hpp"
 #include "fusedcnn/kernels/simd/igemm_mrxnr.hpp"
+#include "fusedcnn/kernels/simd/strip_rxkw.hpp"
 #include "fusedcnn/kernels/vec/avx2.hpp"
 #include "fusedcnn/kernels/vec/avx512.hpp"
 #include "fusedcnn/kernels/vec/neon.hpp"
@@ -26,26 +28,27 @@ struct TileShape {
 // tile for many output channels, a narrow one (one vector, more rows) that wastes fewer lanes
 // when a group has few channels, the weight-gradient tile (dw_mr x dw_nv vectors) and the
 // transposed weight-gradient tile for groups of at most one vector of output channels (dwt_kb
-// output channels x dwt_cv vectors of input channels). AVX-512 float: igemm 12 x 32 and
-// 16 x 16, weight gradient 12 x 32 and 8 x 48.
+// output channels x dwt_cv vectors of input channels), and the strip of strip_r pixels of one
+// row by one vector of output channels. AVX-512 float: igemm 12 x 32 and 16 x 16, weight
+// gradient 12 x 32 and 8 x 48, strip 16 x 16.
 #if FUSEDCNN_ISA_AVX512
 template <class T>
 using Vec = avx512::Vec<T>;
 inline constexpr std::size_t wide_mr = 12, wide_nv = 2, narrow_mr = 16, dw_mr = 12, dw_nv = 2,
-                             dwt_kb = 8, dwt_cv = 3;
+                             dwt_kb = 8, dwt_cv = 3, strip_r = 16;
 #elif FUSEDCNN_ISA_AVX2
 template <class T>
 using Vec = avx2::Vec<T>;
 inline constexpr std::size_t wide_mr = 6, wide_nv = 2, narrow_mr = 12, dw_mr = 6, dw_nv = 2,
-                             dwt_kb = 4, dwt_cv = 2;
+                             dwt_kb = 4, dwt_cv = 2, strip_r = 8;
 #elif FUSEDCNN_ISA_NEON
 template <class T>
 using Vec = neon::Vec<T>;
 inline constexpr std::size_t wide_mr = 6, wide_nv = 4, narrow_mr = 12, dw_mr = 6, dw_nv = 4,
-                             dwt_kb = 8, dwt_cv = 3;
+                             dwt_kb = 8, dwt_cv = 3, strip_r = 16;
 #else
 inline constexpr std::size_t wide_mr = 4, wide_nv = 2, narrow_mr = 4, dw_mr = 4, dw_nv = 2,
-                             dwt_kb = 4, dwt_cv = 2;
+                             dwt_kb = 4, dwt_cv = 2, strip_r = 4;
 #endif
 
 // Lanes of T in one vector of this build (the generic family pretends to 16-byte vectors).
@@ -125,6 +128,34 @@ inline void dwt(std::size_t np, const T* const* xrows, std::size_t coff, std::si
 #else
   simd::dwt_mrxnr<Vec<T>, T, dwt_kb, dwt_cv>(np, xrows, coff, m, dz, ldz, n, out, ldo);
 #endif
+}
+
+// Tap columns the strip kernel is compiled for (one instantiation each).
+inline constexpr std::size_t strip_max_kw = 7;
+
+// The strip micro-kernel for KW tap columns; contract in generic/strip_rxkw.hpp.
+template <class T, std::size_t KW>
+inline void strip(std::size_t kh, std::size_t C, const T* const* xrows, const T* w,
+                  T* out) noexcept {
+#if FUSEDCNN_ISA_GENERIC
+  generic::strip_rxkw<T, lanes<T>, strip_r, KW>(kh, C, xrows, w, out);
+#else
+  simd::strip_rxkw<Vec<T>, T, strip_r, KW>(kh, C, xrows, w, out);
+#endif
+}
+
+// Calls f.template operator()<KW>() for kw in [1, strip_max_kw].
+template <class F>
+decltype(auto) with_strip_kw(std::size_t kw, F&& f) {
+  switch (kw) {
+    case 1: return f.template operator()<1>();
+    case 2: return f.template operator()<2>();
+    case 3: return f.template operator()<3>();
+    case 4: return f.template operator()<4>();
+    case 5: return f.template operator()<5>();
+    case 6: return f.template operator()<6>();
+    default: return f.template operator()<7>();
+  }
 }
 
 }  // namespace fusedcnn::kernels

@@ -25,6 +25,7 @@
 #include "fusedcnn/ops/conv2d_depthwise.hpp"
 #include "fusedcnn/ops/conv2d_gather.hpp"
 #include "fusedcnn/ops/conv2d_rows.hpp"
+#include "fusedcnn/ops/conv2d_strip.hpp"
 #include "fusedcnn/ops/conv_geometry.hpp"
 
 namespace fusedcnn::ops {
@@ -45,6 +46,7 @@ template <class T>
 ConvPlan plan_forward(const ConvGeometry& g) noexcept {
   if (use_depthwise(g)) return plan_depthwise(g);
   if (use_rows<T>(g)) return plan_rows<T>(g);
+  if (use_strips<T>(g)) return plan_strips(g.pixels(), g.wo);
   return plan_igemm<T>(g.pixels(), g.kg());
 }
 
@@ -139,7 +141,8 @@ inline constexpr std::size_t in_place_max_tiles = 32;
 template <class T>
 bool reads_weights_in_place(const ConvGeometry& g, const ConvPlan& plan, const T* w,
                             const T* scale) noexcept {
-  if (plan.by_rows || plan.by_depthwise || scale || g.kg() % plan.tile.nr != 0) return false;
+  if (plan.by_rows || plan.by_depthwise || plan.by_strips || scale || g.kg() % plan.tile.nr != 0)
+    return false;
   if ((plan.rows + plan.tile.mr - 1) / plan.tile.mr > in_place_max_tiles) return false;
   return reinterpret_cast<std::uintptr_t>(w) % (kernels::lanes<T> * sizeof(T)) == 0;
 }
@@ -153,6 +156,7 @@ void pack_forward_weights(const ConvGeometry& g, const ConvPlan& plan, const T* 
   ws.in_place = nullptr;
   if (plan.by_depthwise) return pack_depthwise_weights(g, w, scale, ws);
   if (plan.by_rows) return pack_rows_weights(g, w, scale, ws);
+  if (plan.by_strips) return pack_strip_weights(g, w, scale, ws);
   if (reads_weights_in_place(g, plan, w, scale)) {
     ws.in_place = w;
     return;
@@ -206,7 +210,7 @@ void conv2d_forward(const ConvGeometry& g, const ConvPlan& plan, const T* x,
                     ConvWorkspace<T>& ws, Epi&& epi, T* save = nullptr) {
   if (save == x) save = nullptr;
   if (save && plan.rows == 0) std::copy_n(x, g.in_pixels() * g.c, save);
-  if (save && (plan.by_depthwise || plan.by_rows)) {
+  if (save && (plan.by_depthwise || plan.by_rows || plan.by_strips)) {
     // These families then read the copy: the row family's planar input, made from it here,
     // is what its backward reuses (planar_x_of).
     ::fusedcnn::detail::parallel_for(plan.chunks, [&](std::size_t c) {
@@ -216,6 +220,7 @@ void conv2d_forward(const ConvGeometry& g, const ConvPlan& plan, const T* x,
   }
   if (plan.by_depthwise) return depthwise_forward(g, plan, x, ws, epi);
   if (plan.by_rows) return rows_forward(g, plan, x, ws, epi);
+  if (plan.by_strips) return strips_forward(g, plan, x, ws, epi);
   const bool gemm = g.pointwise();
   const GatherShape gs = gemm ? GatherShape{1, g.cg(), false} : forward_gather_shape(g);
   detail::ensure_zeros(ws, std::max(g.c, gs.kc));  // grouped runs read at aoff = group * kc
@@ -245,6 +250,7 @@ template <class T>
 ConvPlan plan_backward_data(const ConvGeometry& g) noexcept {
   if (use_depthwise(g)) return plan_depthwise(g);
   if (use_rows_for_data<T>(g)) return plan_rows<T>(g);
+  if (use_strips_for_data<T>(g)) return plan_strips(g.in_pixels(), g.w);
   return plan_igemm<T>(g.in_pixels(), g.cg());
 }
 
@@ -255,6 +261,7 @@ void pack_backward_data_weights(const ConvGeometry& g, const ConvPlan& plan, con
                                 ConvWorkspace<T>& ws) {
   if (plan.by_depthwise) return pack_depthwise_weights(g, w, static_cast<const T*>(nullptr), ws);
   if (plan.by_rows) return pack_rows_data_weights(g, w, ws);
+  if (plan.by_strips) return pack_strip_data_weights(g, w, ws);
   // Panel [group][panel][tap][kk][NR] of input channels c0..c0+NR: each HWIO row (t, c) is a
   // contiguous run over kk, read once and written down one panel column. A merged gather
   // reads the kernel columns of a row in reverse, so their panels are stored reversed.
@@ -286,6 +293,7 @@ void conv2d_backward_data(const ConvGeometry& g, const ConvPlan& plan, const T* 
                           ConvWorkspace<T>& ws) {
   if (plan.by_depthwise) return depthwise_backward_data(g, dz, ws.packed.data(), dx);
   if (plan.by_rows) return rows_backward_data(g, plan, dz, dx, ws);
+  if (plan.by_strips) return strips_backward_data(g, plan, dz, dx, ws);
   const bool gemm = g.pointwise();
   const GatherShape gs = gemm ? GatherShape{1, g.kg(), false} : backward_data_gather_shape(g);
   detail::ensure_zeros(ws, std::max(g.k, gs.kc));

@@ -117,6 +117,7 @@ inline constexpr std::size_t igemm_tiles_per_chunk = 16;
 struct ConvPlan {
   bool by_rows = false;
   bool by_depthwise = false;
+  bool by_strips = false;
   kernels::TileShape tile{};
   std::size_t row_nv = 0;
   std::size_t rows = 0;        // M: output pixels (forward) or input pixels (backward-data)
