@@ -111,6 +111,7 @@ struct BiasStatsEpilogue {
                                             z + t.p0 * ldz + t.k0, ldz);
       return;
     }
+    if (t.n <= RowVec<T>::lanes) return one_vector(t, first);
     for (std::size_t j0 = 0; j0 < t.n; j0 += block) row_major(t, j0, std::min(block, t.n - j0), first);
   }
 
@@ -157,6 +158,46 @@ struct BiasStatsEpilogue {
       tq += d * d;
     }
     s1 = ta, s2 = tq;
+  }
+
+  // A row-major tile of at most one vector of channels (strips, narrow igemm tiles): the same
+  // sums as row_major, in the same order, one vector register per sum.
+  void one_vector(const TileInfo<T>& t, bool first) const noexcept {
+    using V = RowVec<T>;
+    const std::size_t K = ldz;
+    double* shift = slots + t.chunk * 3 * K + t.k0;
+    const auto mask = V::first(t.n);
+    const typename V::R bv = bias ? V::load(mask, bias + t.k0) : V::zero();
+    typename V::R s1 = V::zero(), s2 = V::zero(), sh;
+    T* dst = z + t.p0 * ldz + t.k0;
+    for (std::size_t i = 0; i < t.m; ++i) {  // store z (and sum it when the shift is new)
+      const typename V::R v = V::add(V::load(mask, t.data + i * t.ld), bv);
+      V::store(mask, dst + i * ldz, v);
+      if (first) s1 = V::add(s1, v);
+    }
+    alignas(64) T lane[V::lanes];
+    if (first) {
+      V::storeu(lane, s1);
+      for (std::size_t j = 0; j < t.n; ++j)
+        shift[j] = static_cast<double>(lane[j] / static_cast<T>(t.m));
+      s1 = V::zero();
+    }
+    for (std::size_t j = 0; j < V::lanes; ++j) lane[j] = j < t.n ? static_cast<T>(shift[j]) : T{0};
+    sh = V::loadu(lane);
+    const T minus_one = T{-1};
+    const typename V::R neg = V::bcast(&minus_one);
+    for (std::size_t i = 0; i < t.m; ++i) {
+      const typename V::R d = V::fma(sh, neg, V::add(V::load(mask, t.data + i * t.ld), bv));
+      s1 = V::add(s1, d);
+      s2 = V::fma(d, d, s2);
+    }
+    alignas(64) T q[V::lanes];
+    V::storeu(lane, s1);
+    V::storeu(q, s2);
+    for (std::size_t j = 0; j < t.n; ++j) {
+      shift[K + j] += static_cast<double>(lane[j]);
+      shift[2 * K + j] += static_cast<double>(q[j]);
+    }
   }
 
   // Channels [j0, j0 + n) of a row-major tile (igemm, depthwise): the channel loop is

@@ -210,7 +210,7 @@ void conv2d_forward(const ConvGeometry& g, const ConvPlan& plan, const T* x,
                     ConvWorkspace<T>& ws, Epi&& epi, T* save = nullptr) {
   if (save == x) save = nullptr;
   if (save && plan.rows == 0) std::copy_n(x, g.in_pixels() * g.c, save);
-  if (save && (plan.by_depthwise || plan.by_rows || plan.by_strips)) {
+  if (save && (plan.by_depthwise || plan.by_rows)) {
     // These families then read the copy: the row family's planar input, made from it here,
     // is what its backward reuses (planar_x_of).
     ::fusedcnn::detail::parallel_for(plan.chunks, [&](std::size_t c) {
@@ -220,7 +220,10 @@ void conv2d_forward(const ConvGeometry& g, const ConvPlan& plan, const T* x,
   }
   if (plan.by_depthwise) return depthwise_forward(g, plan, x, ws, epi);
   if (plan.by_rows) return rows_forward(g, plan, x, ws, epi);
-  if (plan.by_strips) return strips_forward(g, plan, x, ws, epi);
+  auto on_chunk = [&](std::size_t chunk) {  // the copy for backward, a chunk at a time
+    if (save) detail::copy_input_slice(g, plan, x, save, chunk);
+  };
+  if (plan.by_strips) return strips_forward(g, plan, x, ws, epi, on_chunk);
   const bool gemm = g.pointwise();
   const GatherShape gs = gemm ? GatherShape{1, g.cg(), false} : forward_gather_shape(g);
   detail::ensure_zeros(ws, std::max(g.c, gs.kc));  // grouped runs read at aoff = group * kc
@@ -237,9 +240,6 @@ void conv2d_forward(const ConvGeometry& g, const ConvPlan& plan, const T* x,
   kernels::with_tile<T>(plan.tile, [&]<std::size_t MR, std::size_t NR>() {
     const detail::PanelSource<T> wts{ws.in_place ? ws.in_place : ws.packed.data(),
                                      ws.in_place ? g.k : 0};
-    auto on_chunk = [&](std::size_t chunk) {
-      if (save) detail::copy_input_slice(g, plan, x, save, chunk);
-    };
     detail::igemm_driver<T, MR, NR>(plan, gs.taps, gs.kc, g.groups, g.kg(), wts, ws, build, epi,
                                     on_chunk);
   });

@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <cstddef>
+#include <cstdlib>
 
 #include "fusedcnn/core/threading.hpp"
 #include "fusedcnn/kernels/igemm.hpp"
@@ -87,19 +88,24 @@ struct StripPass {
   std::ptrdiff_t row0, row_step, tap_step, col0;
 };
 
-// Runs the strip kernel over every strip of the pass; each goes to epi(TileInfo).
-template <class T, class Epi>
+// Runs the strip kernel over every strip of the pass; each goes to epi(TileInfo), and
+// on_chunk(chunk) runs once per chunk before its strips. Padded source rows live in a per-thread
+// ring of `span` slots (the rows one output row's taps reach), so that consecutive output rows
+// reuse them and each source row is copied about once per chunk.
+template <class T, class Epi, class OnChunk>
 void strip_driver(const StripPass& s, const ConvPlan& plan, const T* src, const T* w,
-                  ConvWorkspace<T>& ws, Epi& epi) {
+                  ConvWorkspace<T>& ws, Epi& epi, OnChunk&& on_chunk) {
   constexpr std::size_t L = kernels::lanes<T>, R = kernels::strip_r;
   const std::size_t strips = (s.width + R - 1) / R, C = s.cs;
   // Whole vectors per row copy, so that the tile after them stays aligned for its stores.
   const std::size_t row_len = ((strips * R + s.kw - 1) * C + L - 1) / L * L;
-  const std::size_t per_thread = s.kh * row_len + R * L;
+  const std::size_t span = (s.kh - 1) * static_cast<std::size_t>(std::abs(s.tap_step)) + 1;
+  const std::size_t per_thread = span * row_len + R * L;
   ensure_zeros(ws, row_len);
   const T* zero = ws.zeros.data();
   T* scratch = ensure_len(ws.scratch, ::fusedcnn::detail::max_threads() * per_thread);
-  ws.rows.resize(::fusedcnn::detail::max_threads() * 2 * s.kh);
+  const std::size_t ptrs = 2 * s.kh + span;  // rows, at, and the ring's tags
+  ws.rows.resize(::fusedcnn::detail::max_threads() * ptrs);
   const std::size_t per_chunk = plan.chunk_rows / s.width, out_rows = s.n * s.nrows;
   const auto H = static_cast<std::ptrdiff_t>(s.hs), W = static_cast<std::ptrdiff_t>(s.wsrc);
   // Padded columns [q0, q1) hold source columns [q0 + col0, q1 + col0), the rest zeros.
@@ -108,28 +114,35 @@ void strip_driver(const StripPass& s, const ConvPlan& plan, const T* src, const 
                                                      W - s.col0);
   kernels::with_strip_kw(s.kw, [&]<std::size_t KW>() {
     ::fusedcnn::detail::parallel_for(plan.chunks, [&](std::size_t chunk) {
+      on_chunk(chunk);
       const std::size_t tid = ::fusedcnn::detail::thread_index();
-      T* pad = scratch + tid * per_thread;
-      T* tile = pad + s.kh * row_len;
-      const T** rows = ws.rows.data() + tid * 2 * s.kh;  // each kernel row's padded row
-      const T** at = rows + s.kh;                        // the same, at the strip's start
+      T* ring = scratch + tid * per_thread;
+      T* tile = ring + span * row_len;
+      const T** rows = ws.rows.data() + tid * ptrs;  // each kernel row's padded row
+      const T** at = rows + s.kh;                    // the same, at the strip's start
+      const T** tag = at + s.kh;                     // the source row each slot holds
+      std::fill_n(tag, span, nullptr);
       const std::size_t r0 = chunk * per_chunk, r1 = std::min(out_rows, r0 + per_chunk);
       for (std::size_t r = r0; r < r1; ++r) {
         const std::size_t n = r / s.nrows;
         const auto oh = static_cast<std::ptrdiff_t>(r % s.nrows);
         for (std::size_t a = 0; a < s.kh; ++a) {
-          const std::ptrdiff_t h = s.row0 + oh * s.row_step + static_cast<std::ptrdiff_t>(a) * s.tap_step;
+          const std::ptrdiff_t h =
+              s.row0 + oh * s.row_step + static_cast<std::ptrdiff_t>(a) * s.tap_step;
           if (h < 0 || h >= H || q1 <= q0) {
             rows[a] = zero;
             continue;
           }
-          T* dst = pad + a * row_len;
           const T* line = src + (n * s.hs + static_cast<std::size_t>(h)) * s.wsrc * C;
+          const std::size_t slot = static_cast<std::size_t>(h) % span;
+          T* dst = ring + slot * row_len;
+          rows[a] = dst;
+          if (tag[slot] == line) continue;
+          tag[slot] = line;
           std::fill_n(dst, static_cast<std::size_t>(q0) * C, T{0});
           std::copy(line + (q0 + s.col0) * static_cast<std::ptrdiff_t>(C),
                     line + (q1 + s.col0) * static_cast<std::ptrdiff_t>(C), dst + q0 * C);
           std::fill(dst + q1 * C, dst + row_len, T{0});
-          rows[a] = dst;
         }
         for (std::size_t q = 0; q < strips; ++q) {
           const std::size_t w0 = q * R;
@@ -145,15 +158,15 @@ void strip_driver(const StripPass& s, const ConvPlan& plan, const T* src, const 
 
 }  // namespace detail
 
-// Forward through the strips; every strip goes to epi(TileInfo).
-template <class T, class Epi>
+// Forward through the strips; every strip goes to epi(TileInfo), on_chunk as in the driver.
+template <class T, class Epi, class OnChunk>
 void strips_forward(const ConvGeometry& g, const ConvPlan& plan, const T* x, ConvWorkspace<T>& ws,
-                    Epi& epi) {
+                    Epi& epi, OnChunk&& on_chunk) {
   const auto sh = static_cast<std::ptrdiff_t>(g.sh), dh = static_cast<std::ptrdiff_t>(g.dh);
   const detail::StripPass s{g.n, g.ho, g.wo, g.k, g.h, g.w, g.c, g.kh, g.kw,
                             -static_cast<std::ptrdiff_t>(g.pt), sh, dh,
                             -static_cast<std::ptrdiff_t>(g.pl)};
-  detail::strip_driver(s, plan, x, ws.packed.data(), ws, epi);
+  detail::strip_driver(s, plan, x, ws.packed.data(), ws, epi, on_chunk);
 }
 
 // Data gradient of a unit-stride convolution: input pixel (h, w) gathers dz at
@@ -169,7 +182,7 @@ void strips_backward_data(const ConvGeometry& g, const ConvPlan& plan, const T* 
   auto store = [&](const kernels::TileInfo<T>& t) {
     for (std::size_t i = 0; i < t.m; ++i) std::copy_n(t.data + i * t.ld, t.n, dx + (t.p0 + i) * g.c);
   };
-  detail::strip_driver(s, plan, dz, ws.packed.data(), ws, store);
+  detail::strip_driver(s, plan, dz, ws.packed.data(), ws, store, [](std::size_t) {});
 }
 
 }  // namespace fusedcnn::ops
