@@ -212,9 +212,11 @@ void conv2d_forward(const ConvGeometry& g, const ConvPlan& plan, const T* x,
   if (save && plan.rows == 0) std::copy_n(x, g.in_pixels() * g.c, save);
   if (save && (plan.by_depthwise || plan.by_rows)) {
     // These families then read the copy: the row family's planar input, made from it here,
-    // is what its backward reuses (planar_x_of).
-    ::fusedcnn::detail::parallel_for(plan.chunks, [&](std::size_t c) {
-      detail::copy_input_slice(g, plan, x, save, c);
+    // is what its backward reuses (planar_x_of). Slices of 64 Ki values: few, long copies.
+    constexpr std::size_t slice = std::size_t{1} << 16;
+    const std::size_t len = g.in_pixels() * g.c;
+    ::fusedcnn::detail::parallel_for((len + slice - 1) / slice, [&](std::size_t i) {
+      std::copy_n(x + i * slice, std::min(slice, len - i * slice), save + i * slice);
     });
     x = save;
   }
