@@ -14,6 +14,19 @@ template <class T>
 constexpr double tol() {
   return sizeof(T) == 4 ? 1e-5 : 1e-12;
 }
+
+// A square kernel with "same" padding, as the kernel-family tests list their shapes.
+struct SquareShape {
+  std::size_t n, h, w, c, k, kh, stride, groups;
+  support::ConvCase conv_case() const {
+    fusedcnn::Conv2DOptions o;
+    o.kernel = {kh, kh};
+    o.stride = {stride, stride};
+    o.padding = fusedcnn::Padding::same();
+    o.groups = groups;
+    return {n, h, w, c, k, o};
+  }
+};
 }  // namespace
 
 TEMPLATE_TEST_CASE("Conv2D forward and backward match the reference on 200 random shapes",
@@ -98,10 +111,7 @@ TEST_CASE("Conv2D on larger shapes exercises every kernel family", "[conv2d][fam
   // (kw*C on both sides of the merge limit), the transposed weight-gradient tile, the
   // 8-channel row tile, a long one-tap GEMM, and many output channels on few pixels (the
   // weight gradient split over output-channel parts).
-  struct Shape {
-    std::size_t n, h, w, c, k, kh, stride, groups;
-  };
-  const Shape shapes[] = {{2, 19, 23, 37, 70, 3, 1, 1}, {1, 31, 29, 3, 5, 3, 2, 1},
+  const SquareShape shapes[] = {{2, 19, 23, 37, 70, 3, 1, 1}, {1, 31, 29, 3, 5, 3, 2, 1},
                           {2, 17, 41, 24, 24, 3, 1, 24}, {2, 16, 16, 64, 48, 1, 1, 1},
                           {1, 40, 37, 2, 2, 5, 1, 1},    {2, 13, 13, 12, 18, 3, 1, 6},
                           {2, 23, 21, 3, 40, 7, 2, 1},   {1, 17, 19, 2, 100, 3, 1, 1},
@@ -110,15 +120,10 @@ TEST_CASE("Conv2D on larger shapes exercises every kernel family", "[conv2d][fam
                           {1, 9, 11, 70, 20, 3, 1, 1},   {2, 10, 12, 256, 40, 1, 1, 1},
                           {1, 4, 5, 48, 200, 3, 1, 1},   {1, 30, 26, 5, 13, 5, 1, 1}};
   std::mt19937_64 rng(11);
-  for (const Shape& s : shapes) {
-    fusedcnn::Conv2DOptions o;
-    o.kernel = {s.kh, s.kh};
-    o.stride = {s.stride, s.stride};
-    o.padding = fusedcnn::Padding::same();
-    o.groups = s.groups;
-    const support::ConvCase cc{s.n, s.h, s.w, s.c, s.k, o};
+  for (const SquareShape& s : shapes) {
+    const support::ConvCase cc = s.conv_case();
     INFO(cc.str());
-    Conv2D<float> conv(s.c, s.k, o);
+    Conv2D<float> conv(s.c, s.k, cc.opts);
     Tensor<float> x({s.n, s.h, s.w, s.c});
     support::fill(x, rng);
     const Tensor<float> y = conv.forward(x);
@@ -140,23 +145,15 @@ TEMPLATE_TEST_CASE("Conv2D on many channels and few pixels reads its weights in 
   // Whole panels of output channels on at most a few dozen row tiles: the forward reads the
   // HWIO weights without packing them, so a write through a pointer taken long before the
   // forward must show in the next one. Ungrouped and grouped, stride 1 and 2.
-  struct Shape {
-    std::size_t n, h, w, c, k, kh, stride, groups;
-  };
-  const Shape shapes[] = {{1, 7, 9, 40, 64, 3, 1, 1},
+  const SquareShape shapes[] = {{1, 7, 9, 40, 64, 3, 1, 1},
                           {2, 6, 7, 32, 128, 3, 1, 2},
                           {1, 9, 8, 24, 96, 3, 2, 1},
                           {3, 4, 4, 64, 32, 1, 1, 1}};
   std::mt19937_64 rng(sizeof(TestType) == 4 ? 31 : 32);
-  for (const Shape& s : shapes) {
-    fusedcnn::Conv2DOptions o;
-    o.kernel = {s.kh, s.kh};
-    o.stride = {s.stride, s.stride};
-    o.padding = fusedcnn::Padding::same();
-    o.groups = s.groups;
-    const support::ConvCase cc{s.n, s.h, s.w, s.c, s.k, o};
+  for (const SquareShape& s : shapes) {
+    const support::ConvCase cc = s.conv_case();
     INFO(cc.str());
-    Conv2D<TestType> conv(s.c, s.k, o);
+    Conv2D<TestType> conv(s.c, s.k, cc.opts);
     TestType* w = conv.weight().data();
     Tensor<TestType> x({s.n, s.h, s.w, s.c});
     support::fill(x, rng);

@@ -51,6 +51,7 @@ class BatchNorm2D {
   void forward(const Tensor<T>& x, Tensor<T>& y) {
     check_input(x.shape());
     const std::size_t rows = x.size() / c_;
+    const detail::SerialScope serial(detail::serial_elements(x.size()));
     ensure_coefficients();
     detail::copy_into(x, z_);
     used_batch_ = uses_batch_stats();
@@ -78,6 +79,7 @@ class BatchNorm2D {
     detail::check_dy("BatchNorm2D", dy, z_.shape());
     check_parameters();
     const std::size_t rows = z_.size() / c_;
+    const detail::SerialScope serial(detail::serial_elements(z_.size()));
     const ops::BnGrad<T> grad{dy.data()};
     backward_coefficients(grad, rows);
     detail::ensure_shape(dx, z_.shape());  // a no-op when dx is dy: dz overwrites it in place

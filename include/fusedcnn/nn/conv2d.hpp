@@ -53,6 +53,7 @@ class Conv2D {
   // Writes the convolution of x into y (resized only when its shape differs).
   void forward(const Tensor<T>& x, Tensor<T>& y) {
     const ops::ConvGeometry g = geometry(x.shape());
+    const detail::SerialScope serial(g.serial());
     const InputPass in = cache_input(x, g, &x == &y);
     detail::ensure_shape(y, g.out_shape());
     run_forward(g, in.x, y.data(), in.save);
@@ -69,6 +70,7 @@ class Conv2D {
     if (!has_cache_) detail::throw_no_forward("Conv2D");
     detail::check_dy("Conv2D", dy, geom_.out_shape());
     check_parameters();
+    const detail::SerialScope serial(geom_.serial());
     if (&dy == &dx) {  // dx's resize would free dy under us
       Tensor<T> tmp;
       backward_from_dz(geom_, dy.data(), tmp);

@@ -52,6 +52,7 @@ class ConvBN {
   void forward(const Tensor<T>& x, Tensor<T>& y) {
     const ops::ConvGeometry g = conv_.geometry(x.shape());
     bn_.check_input(g.out_shape());
+    const detail::SerialScope serial(g.serial());
     bn_.ensure_coefficients();
     bn_.used_batch_ = bn_.uses_batch_stats();
     // The folded forward writes y while it reads x: if they are one tensor, x is copied first.
@@ -78,6 +79,7 @@ class ConvBN {
     detail::check_dy("ConvBN", dy, g.out_shape());
     conv_.check_parameters();
     bn_.check_parameters();
+    const detail::SerialScope serial(g.serial());
     if (!bn_.used_batch_ && !z_valid_) recompute_z(g);
     const std::size_t rows = g.pixels();
     const ops::BnAffine<T> f = bn_.affine();

@@ -27,6 +27,7 @@ class ReLU {
   void forward(const Tensor<T>& x, Tensor<T>& y) {
     detail::check_nonempty("ReLU", "input", x);
     const std::size_t n = x.size();
+    const detail::SerialScope serial(detail::serial_elements(n));
     mask_.resize(n);
     shape_ = x.shape();
     has_cache_ = true;
@@ -55,6 +56,7 @@ class ReLU {
     detail::check_dy("ReLU", dy, shape_);
     detail::ensure_shape(dx, shape_);
     const std::size_t n = dy.size();
+    const detail::SerialScope serial(detail::serial_elements(n));
     const T* g = dy.data();
     T* out = dx.data();
     const unsigned char* mask = mask_.data();

@@ -38,6 +38,13 @@ struct ConvGeometry {
     return 2.0 * static_cast<double>(pixels()) * static_cast<double>(k) *
            static_cast<double>(taps() * cg());
   }
+  // Work of one pass, in the units of detail::serial_work_limit: FMAs, plus the activations
+  // moved (each costs about as much as 8 FMAs).
+  double work() const noexcept {
+    return flops() / 2 + 8.0 * static_cast<double>(in_pixels() * c + pixels() * k);
+  }
+  // Whether a pass is small enough to run on one thread.
+  bool serial() const noexcept { return work() < ::fusedcnn::detail::serial_work_limit; }
 };
 
 namespace detail {
