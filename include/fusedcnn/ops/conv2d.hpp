@@ -209,10 +209,15 @@ template <class T, class Epi>
 void conv2d_forward(const ConvGeometry& g, const ConvPlan& plan, const T* x,
                     ConvWorkspace<T>& ws, Epi&& epi, T* save = nullptr) {
   if (save == x) save = nullptr;
-  if (save && plan.rows == 0) std::copy_n(x, g.in_pixels() * g.c, save);
-  if (save && (plan.by_depthwise || plan.by_rows)) {
-    // These families then read the copy: the row family's planar input, made from it here,
-    // is what its backward reuses (planar_x_of). Slices of 64 Ki values: few, long copies.
+  if (save && plan.rows == 0) {  // no pass over x to ride on
+    std::copy_n(x, g.in_pixels() * g.c, save);
+    save = nullptr;
+  }
+  // The row family copies x while it makes its planar input, whose source it then records
+  // as the copy (planar_x_of), for the backward to reuse.
+  if (plan.by_rows) return rows_forward(g, plan, x, ws, epi, save);
+  if (save && plan.by_depthwise) {
+    // The depthwise drivers read the copy, made here: slices of 64 Ki values, few and long.
     constexpr std::size_t slice = std::size_t{1} << 16;
     const std::size_t len = g.in_pixels() * g.c;
     ::fusedcnn::detail::parallel_for((len + slice - 1) / slice, [&](std::size_t i) {
@@ -221,7 +226,6 @@ void conv2d_forward(const ConvGeometry& g, const ConvPlan& plan, const T* x,
     x = save;
   }
   if (plan.by_depthwise) return depthwise_forward(g, plan, x, ws, epi);
-  if (plan.by_rows) return rows_forward(g, plan, x, ws, epi);
   auto on_chunk = [&](std::size_t chunk) {  // the copy for backward, a chunk at a time
     if (save) detail::copy_input_slice(g, plan, x, save, chunk);
   };

@@ -145,9 +145,11 @@ bool deinterleave_any(std::size_t C, const T* src, std::size_t w, T* dst,
   }
 }
 
-// Rewrites x (N,H,W,C) as zero-padded planar rows, one padded row per parallel task.
+// Rewrites x (N,H,W,C) as zero-padded planar rows, one padded row per parallel task, and
+// copies each row of x to `save` too when given (the forward's copy for backward, made while
+// the row is in cache).
 template <class T>
-void planarize_input(const ConvGeometry& g, const RowsLayout& l, const T* x, T* out) {
+void planarize_input(const ConvGeometry& g, const RowsLayout& l, const T* x, T* out, T* save) {
   ::fusedcnn::detail::parallel_for(g.n * l.hp, [&](std::size_t r) {
     T* dst = out + r * l.row;
     const std::size_t n = r / l.hp, hp = r % l.hp;
@@ -155,7 +157,9 @@ void planarize_input(const ConvGeometry& g, const RowsLayout& l, const T* x, T* 
       std::fill_n(dst, l.row, T{0});
       return;
     }
-    const T* src = x + (n * g.h + (hp - g.pt)) * g.w * g.c;
+    const std::size_t at = (n * g.h + (hp - g.pt)) * g.w * g.c;
+    const T* src = x + at;
+    if (save) std::copy_n(src, g.w * g.c, save + at);
     if (g.sw == 1 && deinterleave_any(g.c, src, g.w, dst + g.pl, l.chan)) {
       // one phase, a transpose the compiler vectorises per C: only the padding is left
       for (std::size_t c = 0; c < g.c; ++c) {
@@ -201,12 +205,13 @@ void planarize_dz(const ConvGeometry& g, const RowsLayout& l, const T* dz, T* ou
 
 // The planar x: made anew by every forward (`fresh`), reused by the backward that follows
 // it when its x is the same buffer (the layer's cached copy, which only a forward rewrites).
+// A forward that copies x to `save` on the way records the copy as the planar x's source.
 template <class T>
 const T* planar_input(const ConvGeometry& g, const RowsLayout& l, const T* x,
-                      ConvWorkspace<T>& ws, bool fresh) {
+                      ConvWorkspace<T>& ws, bool fresh, T* save = nullptr) {
   if (fresh || ws.planar_x_of != x || ws.planar_x.size() < g.n * l.hp * l.row) {
-    planarize_input(g, l, x, ensure_len(ws.planar_x, g.n * l.hp * l.row));
-    ws.planar_x_of = x;
+    planarize_input(g, l, x, ensure_len(ws.planar_x, g.n * l.hp * l.row), save);
+    ws.planar_x_of = save ? save : x;
   }
   return ws.planar_x.data();
 }
@@ -261,10 +266,10 @@ void pack_rows_data_weights(const ConvGeometry& g, const T* w, ConvWorkspace<T>&
 // row's last vector may spill past its end, and the next row overwrites the spill.
 template <class T, class Epi>
 void rows_forward(const ConvGeometry& g, const ConvPlan& plan, const T* x, ConvWorkspace<T>& ws,
-                  Epi& epi) {
+                  Epi& epi, T* save = nullptr) {
   constexpr std::size_t L = kernels::RowVec<T>::lanes, KB = kernels::row_fwd_max_kb<T>;
   const RowsLayout l = rows_layout<T>(g, plan);
-  const T* planar = detail::planar_input(g, l, x, ws, true);
+  const T* planar = detail::planar_input(g, l, x, ws, true, save);
   const std::size_t* off = detail::tap_offsets(g, l, ws.offsets);
   const std::size_t cg = g.cg(), kg = g.kg(), px = plan.row_nv * L, nsrc = g.taps() * cg;
   const std::size_t per_chunk = plan.chunk_rows / g.wo, out_rows = g.n * g.ho;
