@@ -3,8 +3,9 @@
 // kernels::strip_r pixels of one output row (kernels/simd/strip_rxkw.hpp). The forward reads
 // x; the data gradient of a unit-stride convolution is the same kind of pass over dz, with
 // the kernel flipped left to right and its channels swapped. Each output row reads kh
-// zero-padded copies of its source rows, made per thread; every strip is an igemm-style
-// row-major tile for the epilogue, in row order within fixed chunks of whole output rows.
+// zero-padded copies of its source rows, kept in a per-thread ring; every strip is an
+// igemm-style row-major tile for the epilogue, in row order within fixed chunks of whole
+// output rows.
 #pragma once
 
 #include <algorithm>
@@ -14,7 +15,6 @@
 #include "fusedcnn/core/threading.hpp"
 #include "fusedcnn/kernels/igemm.hpp"
 #include "fusedcnn/kernels/tile.hpp"
-#include "fusedcnn/ops/conv2d_rows.hpp"
 #include "fusedcnn/ops/conv_geometry.hpp"
 
 namespace fusedcnn::ops {
