@@ -97,7 +97,7 @@ struct BiasStatsEpilogue {
     const std::size_t K = ldz;
     double* shift = slots + t.chunk * 3 * K + t.k0;
     const bool first = t.p0 == t.chunk_p0;
-    if (t.cs != 1 && t.n <= 8) {  // channel-major (row family): each channel's pixels are contiguous
+    if (t.cs != 1) {  // channel-major (row family, at most 8 channels): pixels contiguous
       for (std::size_t j = 0; j < t.n; ++j) {
         const T b = bias ? bias[t.k0 + j] : T{0};
         const T* src = t.data + j * t.cs;

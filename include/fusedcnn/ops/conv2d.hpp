@@ -20,6 +20,7 @@
 #include "fusedcnn/core/options.hpp"
 #include "fusedcnn/core/tensor.hpp"
 #include "fusedcnn/core/threading.hpp"
+#include "fusedcnn/kernels/epilogues.hpp"
 #include "fusedcnn/kernels/igemm.hpp"
 #include "fusedcnn/kernels/tile.hpp"
 #include "fusedcnn/ops/conv2d_depthwise.hpp"
@@ -56,13 +57,9 @@ namespace detail {
 template <class T>
 inline void prefetch_rows(const T* const* rows, std::size_t count, std::size_t off,
                           std::size_t len) noexcept {
-#if defined(__GNUC__)
   constexpr std::size_t line = 64 / sizeof(T);
   for (std::size_t i = 0; i < count; ++i)
-    for (std::size_t e = 0; e < len; e += line) __builtin_prefetch(rows[i] + off + e);
-#else
-  (void)rows, (void)count, (void)off, (void)len;
-#endif
+    for (std::size_t e = 0; e < len; e += line) kernels::prefetch(rows[i] + off + e);
 }
 
 // Where the igemm kernel reads a panel's weights: packed panels one after another (ld = 0),
@@ -193,7 +190,8 @@ void copy_input_slice(const ConvGeometry& g, const ConvPlan& plan, const T* x, T
   const std::size_t in = g.in_pixels();
   auto bound = [&](std::size_t c) {
     const std::size_t p = std::min(plan.rows, c * plan.chunk_rows);
-    if (p == plan.rows || plan.rows == in) return p == plan.rows ? in : p;
+    if (p == plan.rows) return in;
+    if (plan.rows == in) return p;
     return static_cast<std::size_t>(static_cast<double>(p) / static_cast<double>(plan.rows) *
                                     static_cast<double>(in));
   };
@@ -314,13 +312,7 @@ void conv2d_backward_data(const ConvGeometry& g, const ConvPlan& plan, const T* 
     gather_rows_transposed(g, gs, dz, zero, q0, m, MR, rows, MR,
                            windows.at(q0 % plan.chunk_rows));
   };
-  auto store = [&](const kernels::TileInfo<T>& t) {
-    for (std::size_t i = 0; i < t.m; ++i) {
-      T* dst = dx + (t.p0 + i) * g.c + t.k0;
-      const T* src = t.data + i * t.ld;
-      for (std::size_t j = 0; j < t.n; ++j) dst[j] = src[j];
-    }
-  };
+  kernels::BiasActEpilogue<T, false> store{dx, g.c, nullptr};
   kernels::with_tile<T>(plan.tile, [&]<std::size_t MR, std::size_t NR>() {
     detail::igemm_driver<T, MR, NR>(plan, gs.taps, gs.kc, g.groups, g.cg(),
                                     detail::PanelSource<T>{ws.packed.data(), 0}, ws, build, store,

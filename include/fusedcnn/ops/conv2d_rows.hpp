@@ -38,11 +38,6 @@ constexpr bool use_rows_for_data(const ConvGeometry& g) noexcept {
          (g.cg() <= 4 && g.kg() <= 128 && g.wo > 0 && g.ho > 0);
 }
 
-// Output rows per reduction chunk: about 256 pixels, whole rows.
-inline std::size_t rows_per_chunk(const ConvGeometry& g) noexcept {
-  return std::max<std::size_t>(1, (256 + g.wo - 1) / std::max<std::size_t>(1, g.wo));
-}
-
 // The row family's plan over the output pixels of g.
 template <class T>
 ConvPlan plan_rows(const ConvGeometry& g) noexcept {
@@ -52,7 +47,7 @@ ConvPlan plan_rows(const ConvGeometry& g) noexcept {
   const std::size_t vecs = (g.wo + L - 1) / L;
   p.row_nv = vecs >= 4 && kernels::row_max_nv<T> >= 4 ? 4 : vecs >= 2 ? 2 : 1;
   p.rows = g.pixels();
-  p.chunk_rows = rows_per_chunk(g) * g.wo;
+  p.chunk_rows = rows_per_chunk(g.wo) * g.wo;
   p.chunks = (p.rows + p.chunk_rows - 1) / p.chunk_rows;
   return p;
 }

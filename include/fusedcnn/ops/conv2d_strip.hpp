@@ -13,6 +13,7 @@
 #include <cstdlib>
 
 #include "fusedcnn/core/threading.hpp"
+#include "fusedcnn/kernels/epilogues.hpp"
 #include "fusedcnn/kernels/igemm.hpp"
 #include "fusedcnn/kernels/tile.hpp"
 #include "fusedcnn/ops/conv_geometry.hpp"
@@ -41,7 +42,7 @@ inline ConvPlan plan_strips(std::size_t rows, std::size_t width) noexcept {
   ConvPlan p;
   p.by_strips = true;
   p.rows = rows;
-  p.chunk_rows = std::max<std::size_t>(1, (256 + width - 1) / width) * width;
+  p.chunk_rows = rows_per_chunk(width) * width;
   p.chunks = (p.rows + p.chunk_rows - 1) / p.chunk_rows;
   return p;
 }
@@ -179,9 +180,7 @@ void strips_backward_data(const ConvGeometry& g, const ConvPlan& plan, const T* 
                             static_cast<std::ptrdiff_t>(g.pt), 1,
                             -static_cast<std::ptrdiff_t>(g.dh),
                             static_cast<std::ptrdiff_t>(g.pl) - static_cast<std::ptrdiff_t>(g.kw - 1)};
-  auto store = [&](const kernels::TileInfo<T>& t) {
-    for (std::size_t i = 0; i < t.m; ++i) std::copy_n(t.data + i * t.ld, t.n, dx + (t.p0 + i) * g.c);
-  };
+  kernels::BiasActEpilogue<T, false> store{dx, g.c, nullptr};
   detail::strip_driver(s, plan, dz, ws.packed.data(), ws, store, [](std::size_t) {});
 }
 

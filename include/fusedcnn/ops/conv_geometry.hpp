@@ -114,6 +114,12 @@ struct ConvWorkspace {
   std::vector<std::size_t> offsets;
 };
 
+// Rows of `width` pixels per reduction chunk of the row and strip families: about 256
+// pixels, whole rows.
+inline std::size_t rows_per_chunk(std::size_t width) noexcept {
+  return std::max<std::size_t>(1, (256 + width - 1) / std::max<std::size_t>(1, width));
+}
+
 // Tiles per reduction chunk of the forward/backward-data drivers: fixed, so per-chunk partial
 // sums (the fused statistics epilogue) never depend on the thread count.
 inline constexpr std::size_t igemm_tiles_per_chunk = 16;

@@ -13,19 +13,12 @@
 #include <cassert>
 #include <cstddef>
 
+#include "fusedcnn/kernels/config.hpp"
+
 namespace fusedcnn::kernels::simd {
 
 // Rows ahead that a kernel reading weights in place asks the caches for.
 inline constexpr std::size_t fetch_rows = 8;
-
-// Asks for the cache line holding p (a hint: never faults, whatever p).
-inline void prefetch(const void* p) noexcept {
-#if defined(__GNUC__)
-  __builtin_prefetch(p);
-#else
-  (void)p;
-#endif
-}
 
 template <class V, class T, std::size_t MR, std::size_t NR, class Epi>
 inline void igemm_mrxnr(std::size_t taps, std::size_t kc, const T* const* rows, const T* w,
