@@ -3,6 +3,7 @@
 #include <catch2/catch.hpp>
 
 #include <cstring>
+#include <vector>
 
 #include <fusedcnn/fusedcnn.hpp>
 
@@ -78,6 +79,50 @@ TEST_CASE("every op gives the same bits with 1, 2 and 3 threads", "[threads][det
     REQUIRE(one.size() == three.size());
     CHECK(std::memcmp(one.data(), two.data(), one.size()) == 0);
     CHECK(std::memcmp(one.data(), three.data(), one.size()) == 0);
+  }
+  fusedcnn::set_num_threads(saved);
+}
+
+TEST_CASE("layers called from the caller's own parallel region", "[threads]") {
+  // Each thread of a caller's team (more threads than fusedcnn is set to use) runs its own
+  // layer: passes then run serially on that thread, with scratch for one thread, and give
+  // the same bits as a call from outside any parallel region.
+  const int saved = fusedcnn::num_threads();
+  fusedcnn::set_num_threads(2);
+  fusedcnn::Conv2DOptions o;
+  o.kernel = {3, 3};
+  o.padding = fusedcnn::Padding::same();
+  std::mt19937_64 rng(77);
+  fusedcnn::Tensor<float> x({2, 40, 40, 32});
+  support::fill(x, rng);
+  auto run = [&] {
+    fusedcnn::ConvBN<float> unit(32, 48, o, {}, fusedcnn::Activation::relu);
+    fusedcnn::fill_uniform(unit.conv().weight(), -0.5, 0.5, 5);  // init draws differ per layer
+    fusedcnn::fill_uniform(unit.conv().bias(), -0.5, 0.5, 6);
+    fusedcnn::Tensor<float> y = unit.forward(x);
+    fusedcnn::Tensor<float> dx = unit.backward(y);
+    return std::vector<fusedcnn::Tensor<float>>{y, dx, unit.conv().weight_grad()};
+  };
+  const auto expected = run();
+  constexpr int team = 4;
+  std::vector<std::vector<fusedcnn::Tensor<float>>> got(team);
+  std::vector<std::size_t> index(team), bound(team);  // per-thread scratch slot and count
+#if defined(_OPENMP)
+#pragma omp parallel for num_threads(team) schedule(static, 1)
+#endif
+  for (int i = 0; i < team; ++i) {
+    const auto u = static_cast<std::size_t>(i);
+    index[u] = fusedcnn::detail::thread_index();
+    bound[u] = fusedcnn::detail::max_threads();
+    got[u] = run();
+  }
+  for (int i = 0; i < team; ++i) CHECK(index[i] < bound[i]);
+  for (const auto& g : got) {
+    REQUIRE(g.size() == expected.size());
+    for (std::size_t t = 0; t < g.size(); ++t) {
+      REQUIRE(g[t].size() == expected[t].size());
+      CHECK(std::memcmp(g[t].data(), expected[t].data(), g[t].size() * sizeof(float)) == 0);
+    }
   }
   fusedcnn::set_num_threads(saved);
 }

@@ -40,10 +40,17 @@ inline std::size_t max_threads() noexcept {
 #endif
 }
 
-// Index of the calling thread inside a parallel_for, in [0, max_threads()).
+// Whether the calling thread runs items of a parallel_for's own parallel region.
+inline bool& in_own_region() noexcept {
+  thread_local bool on = false;
+  return on;
+}
+
+// Index of the calling thread inside a parallel_for, in [0, max_threads()): 0 when it runs
+// serially, also inside a caller's own parallel region, whose thread numbers are not ours.
 inline std::size_t thread_index() noexcept {
 #if defined(_OPENMP)
-  return static_cast<std::size_t>(omp_get_thread_num());
+  return in_own_region() ? static_cast<std::size_t>(omp_get_thread_num()) : 0;
 #else
   return 0;
 #endif
@@ -90,8 +97,13 @@ void parallel_for(std::size_t n, F&& f) {
 #if defined(_OPENMP)
   if (n > 1 && serial_scopes() == 0 && omp_get_max_threads() > 1 && !omp_in_parallel()) {
     const long long count = static_cast<long long>(n);
-#pragma omp parallel for schedule(static)
-    for (long long i = 0; i < count; ++i) f(static_cast<std::size_t>(i));
+#pragma omp parallel
+    {
+      in_own_region() = true;
+#pragma omp for schedule(static)
+      for (long long i = 0; i < count; ++i) f(static_cast<std::size_t>(i));
+      in_own_region() = false;
+    }
     return;
   }
 #endif
