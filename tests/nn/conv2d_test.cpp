@@ -140,11 +140,12 @@ TEST_CASE("Conv2D on larger shapes exercises every kernel family", "[conv2d][fam
   }
 }
 
-TEMPLATE_TEST_CASE("Conv2D on many channels and few pixels reads its weights in place",
+TEMPLATE_TEST_CASE("Conv2D sees weight writes made through a pointer taken before its forward",
                    "[conv2d][families]", float, double) {
-  // Whole panels of output channels on at most a few dozen row tiles: the forward reads the
-  // HWIO weights without packing them, so a write through a pointer taken long before the
-  // forward must show in the next one. Ungrouped and grouped, stride 1 and 2.
+  // The igemm forward packs the HWIO weights panel block by panel block as it runs (nothing
+  // packed is kept between calls), so a write through a pointer taken long before a forward
+  // must show in the next one. Many channels on few pixels, ungrouped and grouped, stride 1
+  // and 2, full and partial panels.
   const SquareShape shapes[] = {{1, 7, 9, 40, 64, 3, 1, 1},
                           {2, 6, 7, 32, 128, 3, 1, 2},
                           {1, 9, 8, 24, 96, 3, 2, 1},

@@ -84,12 +84,12 @@ decltype(auto) with_tile(TileShape shape, F&& f) {
 // The igemm micro-kernel for an MR x NR tile; contract in generic/igemm_mrxnr.hpp.
 template <class T, std::size_t MR, std::size_t NR, class Epi>
 inline void igemm(std::size_t taps, std::size_t kc, const T* const* rows, const T* w,
-                  std::size_t ldw, std::size_t aoff, std::size_t m, std::size_t n,
+                  std::size_t aoff, std::size_t m, std::size_t n,
                   Epi&& epi) noexcept {
 #if FUSEDCNN_ISA_GENERIC
-  generic::igemm_mrxnr<T, MR, NR>(taps, kc, rows, w, ldw, aoff, m, n, static_cast<Epi&&>(epi));
+  generic::igemm_mrxnr<T, MR, NR>(taps, kc, rows, w, aoff, m, n, static_cast<Epi&&>(epi));
 #else
-  simd::igemm_mrxnr<Vec<T>, T, MR, NR>(taps, kc, rows, w, ldw, aoff, m, n,
+  simd::igemm_mrxnr<Vec<T>, T, MR, NR>(taps, kc, rows, w, aoff, m, n,
                                        static_cast<Epi&&>(epi));
 #endif
 }

@@ -12,7 +12,6 @@
 
 #include <algorithm>
 #include <array>
-#include <cstdint>
 #include <cstddef>
 #include <type_traits>
 #include <vector>
@@ -62,62 +61,67 @@ inline void prefetch_rows(const T* const* rows, std::size_t count, std::size_t o
     for (std::size_t e = 0; e < len; e += line) kernels::prefetch(rows[i] + off + e);
 }
 
-// Where the igemm kernel reads a panel's weights: packed panels one after another (ld = 0),
-// or the HWIO weights in place, rows ld = K apart (full panels of ungrouped columns only).
-template <class T>
-struct PanelSource {
-  const T* base;
-  std::size_t ld;
-};
-
-// Packed weights per column block: panels of one block stay in L2 (about 256 KiB) while
-// every tile of a chunk passes over them.
+// Panels per column block: a block's panels (about 256 KiB, at least one panel) are packed
+// by each thread that runs one of the block's items, into that thread's own slice of
+// ws.packed, straight from the HWIO weights; they stay in its L2 while every tile of the
+// block's chunks passes over them. The weights are read once per forward (once per thread
+// sharing a block), never written out whole and read back.
 inline constexpr std::size_t igemm_block_bytes = 256 * 1024;
 
 // Runs the igemm kernel over every tile of the plan, every group and every NR-wide panel.
 // Work items are (column block, chunk) pairs, so a chunk's row pointers are built once per
 // block and each panel meets all of the chunk's tiles while it is in cache; many channels on
 // few pixels still split across threads. For any one channel, tiles reach epi(TileInfo) in
-// row order within a chunk, whatever the thread count. build(p0, m, rows) fills a tile's row
-// pointers; on_chunk(chunk) runs once per chunk, in the item of the first column block,
-// before its tiles.
-template <class T, std::size_t MR, std::size_t NR, class Build, class Epi, class OnChunk>
+// row order within a chunk, whatever the thread count. pack(q, dst) writes panel q (taps *
+// kc * NR values); build(p0, m, rows) fills a tile's row pointers; on_chunk(chunk) runs once
+// per chunk, in the item of the first column block, before its tiles.
+template <class T, std::size_t MR, std::size_t NR, class Pack, class Build, class Epi,
+          class OnChunk>
 void igemm_driver(const ConvPlan& plan, std::size_t taps, std::size_t kc, std::size_t groups,
-                  std::size_t n_per_group, PanelSource<T> wts, ConvWorkspace<T>& ws,
-                  Build& build, Epi& epi, OnChunk&& on_chunk) {
+                  std::size_t n_per_group, Pack& pack, ConvWorkspace<T>& ws, Build& build,
+                  Epi& epi, OnChunk&& on_chunk) {
   const std::size_t panels = (n_per_group + NR - 1) / NR, all_panels = groups * panels;
   const std::size_t panel_len = taps * kc * NR;
   const std::size_t per_block =
       std::max<std::size_t>(1, igemm_block_bytes / (panel_len * sizeof(T)));
   const std::size_t blocks = (all_panels + per_block - 1) / per_block;
   const std::size_t tiles = (plan.chunk_rows + MR - 1) / MR, tile_len = taps * MR;
-  const std::size_t per_thread = tiles * tile_len;
-  ws.rows.resize(::fusedcnn::detail::max_threads() * per_thread);
+  const std::size_t threads = ::fusedcnn::detail::max_threads();
+  const std::size_t per_thread = tiles * tile_len, block_len = per_block * panel_len;
+  ws.rows.resize(threads * per_thread);
+  T* packed = ensure_len(ws.packed, threads * block_len);
+  ws.packed_block.assign(threads, blocks);  // no thread holds a block yet
   // Block-major items: a static split then gives each thread whole column blocks over every
-  // chunk, so a short last chunk does not leave one thread idle when blocks outnumber chunks.
+  // chunk (each block packed once), and a short last chunk does not leave one thread idle
+  // when blocks outnumber chunks.
   ::fusedcnn::detail::parallel_for(plan.chunks * blocks, [&](std::size_t item) {
     const std::size_t chunk = item % plan.chunks, blk = item / plan.chunks;
-    const T** rows = ws.rows.data() + ::fusedcnn::detail::thread_index() * per_thread;
+    const std::size_t tid = ::fusedcnn::detail::thread_index();
+    const T** rows = ws.rows.data() + tid * per_thread;
+    T* block = packed + tid * block_len;
+    const std::size_t q0 = blk * per_block, q1 = std::min(all_panels, q0 + per_block);
+    if (ws.packed_block[tid] != blk) {
+      for (std::size_t q = q0; q < q1; ++q) pack(q, block + (q - q0) * panel_len);
+      ws.packed_block[tid] = blk;
+    }
     const std::size_t chunk_p0 = chunk * plan.chunk_rows;
     const std::size_t end = std::min(plan.rows, chunk_p0 + plan.chunk_rows);
     if (blk == 0) on_chunk(chunk);
     for (std::size_t p0 = chunk_p0, ti = 0; p0 < end; p0 += MR, ++ti)
       build(p0, std::min(MR, end - p0), rows + ti * tile_len,
             std::integral_constant<std::size_t, MR>{});
-    const std::size_t q1 = std::min(all_panels, (blk + 1) * per_block);
-    for (std::size_t q = blk * per_block; q < q1; ++q) {
+    for (std::size_t q = q0; q < q1; ++q) {
       const std::size_t g = q / panels, col0 = (q % panels) * NR;
       const std::size_t n = std::min(NR, n_per_group - col0);
-      const T* w = wts.ld ? wts.base + g * n_per_group + col0 : wts.base + q * panel_len;
-      const std::size_t ldw = wts.ld ? wts.ld : NR;
+      const T* w = block + (q - q0) * panel_len;
       for (std::size_t p0 = chunk_p0, ti = 0; p0 < end; p0 += MR, ++ti) {
         // One-tap GEMMs (1x1 convolutions) read each row once, in runs too short for the
         // hardware prefetcher: the first panel fetches the next tile's rows ahead.
-        if (taps == 1 && q == blk * per_block && p0 + MR < end)
+        if (taps == 1 && q == q0 && p0 + MR < end)
           prefetch_rows(rows + (ti + 1) * tile_len, MR, g * kc, kc);
         kernels::igemm<T, MR, NR>(
-            taps, kc, rows + ti * tile_len, w, ldw, g * kc,
-            std::min(MR, end - p0), n, [&](const T* t, std::size_t mm, std::size_t nn) {
+            taps, kc, rows + ti * tile_len, w, g * kc, std::min(MR, end - p0), n,
+            [&](const T* t, std::size_t mm, std::size_t nn) {
               epi(kernels::TileInfo<T>{t, NR, mm, nn, p0, g * n_per_group + col0, chunk,
                                        chunk_p0});
             });
@@ -126,58 +130,63 @@ void igemm_driver(const ConvPlan& plan, std::size_t taps, std::size_t kc, std::s
   });
 }
 
-}  // namespace detail
-
-// Whether the igemm forward reads the HWIO weights in place instead of a packed copy. Packing
-// is a pass over all the weights on every forward, which pays for itself when each panel then
-// meets many row tiles (contiguous panels sit in L1 and stream well) but not when it meets
-// only a few: many channels on few pixels (7x7x512: packing is 8 % of the convolution, the
-// in-place rows cost 2-6 % more per tile). In place also needs full panels (no zero columns
-// to add), no folded scale and rows on vector boundaries.
-inline constexpr std::size_t in_place_max_tiles = 32;
+// Packs panel q of the forward weights: nr output channels of one group over every (tap,
+// input channel) row, each channel k multiplied by scale[k] when scale is given (BN
+// folding), zero past the group's last channel. Rows are runs of contiguous HWIO columns,
+// copied a run at a time in loops the compiler vectorises.
 template <class T>
-bool reads_weights_in_place(const ConvGeometry& g, const ConvPlan& plan, const T* w,
-                            const T* scale) noexcept {
-  if (plan.by_rows || plan.by_depthwise || plan.by_strips || scale || g.kg() % plan.tile.nr != 0)
-    return false;
-  if ((plan.rows + plan.tile.mr - 1) / plan.tile.mr > in_place_max_tiles) return false;
-  return reinterpret_cast<std::uintptr_t>(w) % (kernels::lanes<T> * sizeof(T)) == 0;
+void pack_forward_panel(const ConvGeometry& g, std::size_t nr, const T* w, const T* scale,
+                        std::size_t q, T* __restrict dst) noexcept {
+  const std::size_t kg = g.kg(), panels = (kg + nr - 1) / nr, gi = q / panels;
+  const std::size_t k0 = gi * kg + (q % panels) * nr, n = std::min(nr, gi * kg + kg - k0);
+  for (std::size_t r = 0; r < g.taps() * g.cg(); ++r, dst += nr) {
+    const T* __restrict src = w + r * g.k + k0;
+    if (scale) {
+      const T* __restrict sc = scale + k0;
+      for (std::size_t j = 0; j < n; ++j) dst[j] = src[j] * sc[j];
+    } else {
+      for (std::size_t j = 0; j < n; ++j) dst[j] = src[j];
+    }
+    for (std::size_t j = n; j < nr; ++j) dst[j] = T{0};
+  }
 }
 
-// Packs HWIO weights into NR-wide panels for the forward kernel, each output channel k
-// multiplied by scale[k] when scale is given (BN folding), or, where the kernel can read
-// them in place (reads_weights_in_place), only records where they are.
+// Packs panel q of the data gradient's weights, transposed: nr input channels of one group
+// (columns) over every (tap, output channel) row, [tap][kk][nr], zero past the group's last
+// channel. Each HWIO row (t, c) is a contiguous run over kk, read once and written down one
+// panel column. A merged gather reads the kernel columns of a row in reverse, so their taps
+// are stored reversed.
+template <class T>
+void pack_backward_data_panel(const ConvGeometry& g, std::size_t nr, bool reversed, const T* w,
+                              std::size_t q, T* panel) noexcept {
+  const std::size_t cg = g.cg(), kg = g.kg(), panels = (cg + nr - 1) / nr, gi = q / panels;
+  const std::size_t c0 = (q % panels) * nr, n = std::min(nr, cg - c0);
+  if (n < nr) std::fill_n(panel, g.taps() * kg * nr, T{0});
+  for (std::size_t t = 0; t < g.taps(); ++t) {
+    const std::size_t a = t / g.kw, b = t % g.kw;
+    const std::size_t slot = reversed ? a * g.kw + (g.kw - 1 - b) : t;
+    for (std::size_t cc = 0; cc < n; ++cc) {
+      const T* src = w + (t * cg + c0 + cc) * g.k + gi * kg;
+      T* dst = panel + slot * kg * nr + cc;
+      for (std::size_t kk = 0; kk < kg; ++kk) dst[kk * nr] = src[kk];
+    }
+  }
+}
+
+}  // namespace detail
+
+// Prepares the forward's weights for the plan's family: the row, strip and depthwise families
+// pack them all here (each output channel k multiplied by scale[k] when scale is given: BN
+// folding); the igemm family records where they are and packs them block by block on its
+// way (detail::igemm_driver).
 template <class T>
 void pack_forward_weights(const ConvGeometry& g, const ConvPlan& plan, const T* w,
                           const T* scale, ConvWorkspace<T>& ws) {
-  ws.in_place = nullptr;
   if (plan.by_depthwise) return pack_depthwise_weights(g, w, scale, ws);
   if (plan.by_rows) return pack_rows_weights(g, w, scale, ws);
   if (plan.by_strips) return pack_strip_weights(g, w, scale, ws);
-  if (reads_weights_in_place(g, plan, w, scale)) {
-    ws.in_place = w;
-    return;
-  }
-  // Panel rows are runs of contiguous HWIO columns: copied (and scaled) a run at a time, in
-  // loops the compiler vectorises; this runs on every forward, so it must stream.
-  const std::size_t cg = g.cg(), kg = g.kg(), K = g.k, nr = plan.tile.nr, taps = g.taps();
-  const std::size_t panels = (kg + nr - 1) / nr;
-  T* out = detail::ensure_len(ws.packed, g.groups * panels * taps * cg * nr);
-  ::fusedcnn::detail::parallel_for(g.groups * panels, [&](std::size_t q) {
-    const std::size_t gi = q / panels, k0 = gi * kg + (q % panels) * nr;
-    const std::size_t n = std::min(nr, gi * kg + kg - k0);
-    T* __restrict dst = out + q * taps * cg * nr;
-    for (std::size_t r = 0; r < taps * cg; ++r, dst += nr) {
-      const T* __restrict src = w + r * K + k0;
-      if (scale) {
-        const T* __restrict sc = scale + k0;
-        for (std::size_t j = 0; j < n; ++j) dst[j] = src[j] * sc[j];
-      } else {
-        for (std::size_t j = 0; j < n; ++j) dst[j] = src[j];
-      }
-      for (std::size_t j = n; j < nr; ++j) dst[j] = T{0};
-    }
-  });
+  ws.weights = w;
+  ws.scale = scale;
 }
 
 namespace detail {
@@ -242,10 +251,11 @@ void conv2d_forward(const ConvGeometry& g, const ConvPlan& plan, const T* x,
     gather_rows(g, gs, x, zero, p0, m, MR, rows, MR, windows.at(p0 % plan.chunk_rows));
   };
   kernels::with_tile<T>(plan.tile, [&]<std::size_t MR, std::size_t NR>() {
-    const detail::PanelSource<T> wts{ws.in_place ? ws.in_place : ws.packed.data(),
-                                     ws.in_place ? g.k : 0};
-    detail::igemm_driver<T, MR, NR>(plan, gs.taps, gs.kc, g.groups, g.kg(), wts, ws, build, epi,
-                                    on_chunk);
+    auto pack = [&, w = ws.weights, scale = ws.scale](std::size_t q, T* dst) {
+      detail::pack_forward_panel(g, NR, w, scale, q, dst);
+    };
+    detail::igemm_driver<T, MR, NR>(plan, gs.taps, gs.kc, g.groups, g.kg(), pack, ws, build,
+                                    epi, on_chunk);
   });
 }
 
@@ -258,35 +268,16 @@ ConvPlan plan_backward_data(const ConvGeometry& g) noexcept {
   return plan_igemm<T>(g.in_pixels(), g.cg());
 }
 
-// Packs HWIO weights transposed (columns are input channels, contraction over output
-// channels) for the data gradient.
+// Prepares the data gradient's weights for the plan's family (transposed: columns are input
+// channels, contraction over output channels); the igemm family packs them on its way.
 template <class T>
 void pack_backward_data_weights(const ConvGeometry& g, const ConvPlan& plan, const T* w,
                                 ConvWorkspace<T>& ws) {
   if (plan.by_depthwise) return pack_depthwise_weights(g, w, static_cast<const T*>(nullptr), ws);
   if (plan.by_rows) return pack_rows_data_weights(g, w, ws);
   if (plan.by_strips) return pack_strip_data_weights(g, w, ws);
-  // Panel [group][panel][tap][kk][NR] of input channels c0..c0+NR: each HWIO row (t, c) is a
-  // contiguous run over kk, read once and written down one panel column. A merged gather
-  // reads the kernel columns of a row in reverse, so their panels are stored reversed.
-  const std::size_t cg = g.cg(), kg = g.kg(), K = g.k, nr = plan.tile.nr, taps = g.taps();
-  const bool reversed = backward_data_gather_shape(g).merged;
-  const std::size_t panels = (cg + nr - 1) / nr, panel_len = taps * kg * nr;
-  T* out = detail::ensure_len(ws.packed, g.groups * panels * panel_len);
-  ::fusedcnn::detail::parallel_for(g.groups * panels, [&](std::size_t q) {
-    const std::size_t gi = q / panels, c0 = (q % panels) * nr, n = std::min(nr, cg - c0);
-    T* panel = out + q * panel_len;
-    if (n < nr) std::fill_n(panel, panel_len, T{0});
-    for (std::size_t t = 0; t < taps; ++t) {
-      const std::size_t a = t / g.kw, b = t % g.kw;
-      const std::size_t slot = reversed ? a * g.kw + (g.kw - 1 - b) : t;
-      for (std::size_t cc = 0; cc < n; ++cc) {
-        const T* src = w + (t * cg + c0 + cc) * K + gi * kg;
-        T* dst = panel + slot * kg * nr + cc;
-        for (std::size_t kk = 0; kk < kg; ++kk) dst[kk * nr] = src[kk];
-      }
-    }
-  });
+  ws.weights = w;
+  ws.scale = nullptr;
 }
 
 // Data gradient dx (N,H,W,C) from dz (N,Ho,Wo,K), as a transposed convolution through the
@@ -313,10 +304,13 @@ void conv2d_backward_data(const ConvGeometry& g, const ConvPlan& plan, const T* 
                            windows.at(q0 % plan.chunk_rows));
   };
   kernels::BiasActEpilogue<T, false> store{dx, g.c, nullptr};
+  const bool reversed = gs.merged;
   kernels::with_tile<T>(plan.tile, [&]<std::size_t MR, std::size_t NR>() {
-    detail::igemm_driver<T, MR, NR>(plan, gs.taps, gs.kc, g.groups, g.cg(),
-                                    detail::PanelSource<T>{ws.packed.data(), 0}, ws, build, store,
-                                    [](std::size_t) {});
+    auto pack = [&, w = ws.weights](std::size_t q, T* dst) {
+      detail::pack_backward_data_panel(g, NR, reversed, w, q, dst);
+    };
+    detail::igemm_driver<T, MR, NR>(plan, gs.taps, gs.kc, g.groups, g.cg(), pack, ws, build,
+                                    store, [](std::size_t) {});
   });
 }
 

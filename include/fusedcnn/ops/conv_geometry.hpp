@@ -100,7 +100,12 @@ inline ConvGeometry make_geometry(const Shape<4>& x, std::size_t out_channels,
 template <class T>
 struct ConvWorkspace {
   Tensor<T, 1> packed;             // weights packed for the kernel family of the plan
-  const T* in_place = nullptr;     // or the HWIO weights the forward reads as they are
+  // igemm family: the HWIO weights (and per-output-channel scale) its drivers pack panel
+  // block by panel block as they go, each thread into its slice of `packed`, and the block
+  // each thread's slice holds.
+  const T* weights = nullptr;
+  const T* scale = nullptr;
+  std::vector<std::size_t> packed_block;
   Tensor<T, 1> zeros;              // the shared zero row padding points at
   Tensor<T, 1> partial;            // per-chunk weight-gradient partial sums
   Tensor<double, 1> bias_partial;  // per-chunk bias-gradient partial sums

@@ -2,12 +2,12 @@
 //
 // Contract (shared by every ISA family):
 //   tile[i][j] = sum over t < taps, c < kc of
-//                rows[t * MR + i][aoff + c] * w[(t * kc + c) * ldw + j]
+//                rows[t * MR + i][aoff + c] * w[(t * kc + c) * NR + j]
 //   - rows: taps * MR pointers, each to aoff + kc readable values (aoff selects the group);
 //     padding points at a zero row at least that long, and a short tile (m < MR) repeats a
 //     valid pointer, so there are no bounds checks inside.
-//   - w: taps * kc rows of NR values, ldw apart: a packed panel (ldw = NR, zero past the valid
-//     n) or NR full columns of the HWIO weights themselves (ldw = K, aligned to a vector).
+//   - w: a packed panel, taps * kc rows of NR values (zero past the valid n), aligned to a
+//     vector.
 //   - the finished MR x NR tile goes to epi(tile, m, n) with the tile row-major (stride NR);
 //     the epilogue uses only the valid m x n corner. Never allocates, throws, or touches
 //     globals.
@@ -22,15 +22,15 @@ namespace fusedcnn::kernels::generic {
 
 template <class T, std::size_t MR, std::size_t NR, class Epi>
 inline void igemm_mrxnr(std::size_t taps, std::size_t kc, const T* const* rows, const T* w,
-                        std::size_t ldw, std::size_t aoff, std::size_t m, std::size_t n,
+                        std::size_t aoff, std::size_t m, std::size_t n,
                         Epi&& epi) noexcept {
   assert(m >= 1 && m <= MR && n >= 1 && n <= NR);
   alignas(64) T tile[MR][NR] = {};
   for (std::size_t t = 0; t < taps; ++t) {
     const T* const* r = rows + t * MR;
-    const T* wt = w + t * kc * ldw;
+    const T* wt = w + t * kc * NR;
     for (std::size_t c = 0; c < kc; ++c) {
-      const T* b = wt + c * ldw;
+      const T* b = wt + c * NR;
       for (std::size_t i = 0; i < MR; ++i) {
         const T a = r[i][aoff + c];
         for (std::size_t j = 0; j < NR; ++j) tile[i][j] += a * b[j];

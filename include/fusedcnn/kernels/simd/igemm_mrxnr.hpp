@@ -7,7 +7,7 @@
 // Per c step: NV aligned loads of the weight panel, MR broadcasts (folded into the FMAs on
 // x86), MR * NV FMAs, so the FMA ports, not the loads, bound the loop. A packed panel of one
 // tap (kc * NR values, <= 32 KiB for kc <= 256 floats at NR = 32) stays in L1 while the rows
-// stream through; weights read in place (rows ldw = K apart) are fetched a few rows ahead.
+// stream through.
 #pragma once
 
 #include <cassert>
@@ -17,12 +17,9 @@
 
 namespace fusedcnn::kernels::simd {
 
-// Rows ahead that a kernel reading weights in place asks the caches for.
-inline constexpr std::size_t fetch_rows = 8;
-
 template <class V, class T, std::size_t MR, std::size_t NR, class Epi>
 inline void igemm_mrxnr(std::size_t taps, std::size_t kc, const T* const* rows, const T* w,
-                        std::size_t ldw, std::size_t aoff, std::size_t m, std::size_t n,
+                        std::size_t aoff, std::size_t m, std::size_t n,
                         Epi&& epi) noexcept {
   constexpr std::size_t NV = NR / V::lanes;
   static_assert(NR % V::lanes == 0 && MR * NV + NV + 1 <= V::registers,
@@ -33,36 +30,22 @@ inline void igemm_mrxnr(std::size_t taps, std::size_t kc, const T* const* rows, 
   for (std::size_t i = 0; i < MR; ++i)
 #pragma GCC unroll 4
     for (std::size_t v = 0; v < NV; ++v) acc[i][v] = V::zero();
-  // Rows of weights read in place are K apart, a page apart every few rows, where hardware
-  // prefetchers lose the stream: those fetch rows ahead themselves. Packed panels do not.
-  auto run = [&]<bool Fetch>() {
-    for (std::size_t t = 0; t < taps; ++t) {
-      const T* a[MR];
+  for (std::size_t t = 0; t < taps; ++t) {
+    const T* a[MR];
 #pragma GCC unroll 32
-      for (std::size_t i = 0; i < MR; ++i) a[i] = rows[t * MR + i] + aoff;
-      const T* b = w + t * kc * ldw;  // aligned: whole vectors from an aligned base
-      for (std::size_t c = 0; c < kc; ++c, b += ldw) {
-        if constexpr (Fetch) {
-          constexpr std::size_t line = 64 / sizeof(T);
+    for (std::size_t i = 0; i < MR; ++i) a[i] = rows[t * MR + i] + aoff;
+    const T* b = w + t * kc * NR;  // aligned: whole vectors from an aligned base
+    for (std::size_t c = 0; c < kc; ++c, b += NR) {
+      typename V::R bv[NV];
 #pragma GCC unroll 4
-          for (std::size_t e = 0; e < NR; e += line) prefetch(b + fetch_rows * ldw + e);
-        }
-        typename V::R bv[NV];
-#pragma GCC unroll 4
-        for (std::size_t v = 0; v < NV; ++v) bv[v] = V::load(b + v * V::lanes);
+      for (std::size_t v = 0; v < NV; ++v) bv[v] = V::load(b + v * V::lanes);
 #pragma GCC unroll 32
-        for (std::size_t i = 0; i < MR; ++i) {
-          const typename V::R av = V::bcast(a[i] + c);
+      for (std::size_t i = 0; i < MR; ++i) {
+        const typename V::R av = V::bcast(a[i] + c);
 #pragma GCC unroll 4
-          for (std::size_t v = 0; v < NV; ++v) acc[i][v] = V::fma(av, bv[v], acc[i][v]);
-        }
+        for (std::size_t v = 0; v < NV; ++v) acc[i][v] = V::fma(av, bv[v], acc[i][v]);
       }
     }
-  };
-  if (ldw == NR) {
-    run.template operator()<false>();
-  } else {
-    run.template operator()<true>();
   }
   alignas(64) T tile[MR * NR];
 #pragma GCC unroll 32
