@@ -29,12 +29,12 @@ struct TileShape {
 // when a group has few channels, the weight-gradient tile (dw_mr x dw_nv vectors) and the
 // transposed weight-gradient tile for groups of at most one vector of output channels (dwt_kb
 // output channels x dwt_cv vectors of input channels), and the strip of strip_r pixels of one
-// row by one vector of output channels. AVX-512 float: igemm 12 x 32 and 16 x 16, weight
+// row by one vector of output channels. AVX-512 float: igemm 14 x 32 and 16 x 16, weight
 // gradient 12 x 32 and 8 x 48, strip 16 x 16.
 #if FUSEDCNN_ISA_AVX512
 template <class T>
 using Vec = avx512::Vec<T>;
-inline constexpr std::size_t wide_mr = 12, wide_nv = 2, narrow_mr = 16, dw_mr = 12, dw_nv = 2,
+inline constexpr std::size_t wide_mr = 14, wide_nv = 2, narrow_mr = 16, dw_mr = 12, dw_nv = 2,
                              dwt_kb = 8, dwt_cv = 3, strip_r = 16;
 #elif FUSEDCNN_ISA_AVX2
 template <class T>

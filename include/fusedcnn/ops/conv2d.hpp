@@ -73,13 +73,14 @@ inline constexpr std::size_t igemm_block_bytes = 256 * 1024;
 // block and each panel meets all of the chunk's tiles while it is in cache; many channels on
 // few pixels still split across threads. For any one channel, tiles reach epi(TileInfo) in
 // row order within a chunk, whatever the thread count. pack(q, dst) writes panel q (taps *
-// kc * NR values); build(p0, m, rows) fills a tile's row pointers; on_chunk(chunk) runs once
-// per chunk, in the item of the first column block, before its tiles.
+// kc * NR values); build(p0, m, rows) fills a tile's row pointers; on_tile(chunk, p0, m)
+// runs once per tile, in the item of the first column block, right after the tile's first
+// panel (so what the tile read is still in L1).
 template <class T, std::size_t MR, std::size_t NR, class Pack, class Build, class Epi,
-          class OnChunk>
+          class OnTile>
 void igemm_driver(const ConvPlan& plan, std::size_t taps, std::size_t kc, std::size_t groups,
                   std::size_t n_per_group, Pack& pack, ConvWorkspace<T>& ws, Build& build,
-                  Epi& epi, OnChunk&& on_chunk) {
+                  Epi& epi, OnTile&& on_tile) {
   const std::size_t panels = (n_per_group + NR - 1) / NR, all_panels = groups * panels;
   const std::size_t panel_len = taps * kc * NR;
   const std::size_t per_block =
@@ -106,7 +107,6 @@ void igemm_driver(const ConvPlan& plan, std::size_t taps, std::size_t kc, std::s
     }
     const std::size_t chunk_p0 = chunk * plan.chunk_rows;
     const std::size_t end = std::min(plan.rows, chunk_p0 + plan.chunk_rows);
-    if (blk == 0) on_chunk(chunk);
     for (std::size_t p0 = chunk_p0, ti = 0; p0 < end; p0 += MR, ++ti)
       build(p0, std::min(MR, end - p0), rows + ti * tile_len,
             std::integral_constant<std::size_t, MR>{});
@@ -125,6 +125,7 @@ void igemm_driver(const ConvPlan& plan, std::size_t taps, std::size_t kc, std::s
               epi(kernels::TileInfo<T>{t, NR, mm, nn, p0, g * n_per_group + col0, chunk,
                                        chunk_p0});
             });
+        if (blk == 0 && q == q0) on_tile(chunk, p0, std::min(MR, end - p0));
       }
     }
   });
@@ -238,6 +239,15 @@ void conv2d_forward(const ConvGeometry& g, const ConvPlan& plan, const T* x,
   };
   if (plan.by_strips) return strips_forward(g, plan, x, ws, epi, on_chunk);
   const bool gemm = g.pointwise();
+  // A GEMM's tile read exactly its own rows of x: those are copied from L1 right after; other
+  // shapes copy their chunk's slice after its first tile.
+  auto on_tile = [&](std::size_t chunk, std::size_t p0, std::size_t m) {
+    if (save && gemm) {
+      std::copy_n(x + p0 * g.c, m * g.c, save + p0 * g.c);
+    } else if (save && p0 == chunk * plan.chunk_rows) {
+      on_chunk(chunk);
+    }
+  };
   const GatherShape gs = gemm ? GatherShape{1, g.cg(), false} : forward_gather_shape(g);
   detail::ensure_zeros(ws, std::max(g.c, gs.kc));  // grouped runs read at aoff = group * kc
   const T* zero = ws.zeros.data();
@@ -255,7 +265,7 @@ void conv2d_forward(const ConvGeometry& g, const ConvPlan& plan, const T* x,
       detail::pack_forward_panel(g, NR, w, scale, q, dst);
     };
     detail::igemm_driver<T, MR, NR>(plan, gs.taps, gs.kc, g.groups, g.kg(), pack, ws, build,
-                                    epi, on_chunk);
+                                    epi, on_tile);
   });
 }
 
@@ -310,7 +320,7 @@ void conv2d_backward_data(const ConvGeometry& g, const ConvPlan& plan, const T* 
       detail::pack_backward_data_panel(g, NR, reversed, w, q, dst);
     };
     detail::igemm_driver<T, MR, NR>(plan, gs.taps, gs.kc, g.groups, g.cg(), pack, ws, build,
-                                    store, [](std::size_t) {});
+                                    store, [](std::size_t, std::size_t, std::size_t) {});
   });
 }
 

@@ -3,7 +3,7 @@
 // vector registers (NR = NV vectors).
 //
 // Register budget: MR * NV accumulators + NV weight vectors + 1 broadcast <= V::registers.
-// AVX-512 float: 12 x 32 (27 of 32 zmm) and 16 x 16; AVX2 float: 6 x 16 (15 of 16 ymm).
+// AVX-512 float: 14 x 32 (31 of 32 zmm) and 16 x 16; AVX2 float: 6 x 16 (15 of 16 ymm).
 // Per c step: NV aligned loads of the weight panel, MR broadcasts (folded into the FMAs on
 // x86), MR * NV FMAs, so the FMA ports, not the loads, bound the loop. A packed panel of one
 // tap (kc * NR values, <= 32 KiB for kc <= 256 floats at NR = 32) stays in L1 while the rows
