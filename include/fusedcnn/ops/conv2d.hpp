@@ -68,6 +68,9 @@ inline void prefetch_rows(const T* const* rows, std::size_t count, std::size_t o
 // sharing a block), never written out whole and read back.
 inline constexpr std::size_t igemm_block_bytes = 256 * 1024;
 
+// Rows of at most this many bytes are fetched ahead by the GEMM driver itself.
+inline constexpr std::size_t short_row_bytes = 256;
+
 // Runs the igemm kernel over every tile of the plan, every group and every NR-wide panel.
 // Work items are (column block, chunk) pairs, so a chunk's row pointers are built once per
 // block and each panel meets all of the chunk's tiles while it is in cache; many channels on
@@ -116,8 +119,10 @@ void igemm_driver(const ConvPlan& plan, std::size_t taps, std::size_t kc, std::s
       const T* w = block + (q - q0) * panel_len;
       for (std::size_t p0 = chunk_p0, ti = 0; p0 < end; p0 += MR, ++ti) {
         // One-tap GEMMs (1x1 convolutions) read each row once, in runs too short for the
-        // hardware prefetcher: the first panel fetches the next tile's rows ahead.
-        if (taps == 1 && q == q0 && p0 + MR < end)
+        // hardware prefetcher when they are a few cache lines: the first panel fetches the
+        // next tile's rows ahead. Longer rows stream by themselves, and MR of them at once
+        // would fill the line-fill buffers and stall.
+        if (taps == 1 && kc * sizeof(T) <= short_row_bytes && q == q0 && p0 + MR < end)
           prefetch_rows(rows + (ti + 1) * tile_len, MR, g * kc, kc);
         kernels::igemm<T, MR, NR>(
             taps, kc, rows + ti * tile_len, w, g * kc, std::min(MR, end - p0), n,
