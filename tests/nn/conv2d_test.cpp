@@ -177,6 +177,48 @@ TEMPLATE_TEST_CASE("Conv2D sees weight writes made through a pointer taken befor
   }
 }
 
+TEMPLATE_TEST_CASE("Conv2D row family with strides that skip input rows and column phases",
+                   "[conv2d][families]", float, double) {
+  // Few channels (the row family): 1x1 stride 2 reads one row parity and one column phase,
+  // stride 3 over a 2-tap kernel skips every third row, even dilation with stride 2 reads
+  // even rows and phases only, and a stride past the kernel's reach with bottom padding. The
+  // rows and phases no tap reads are never made planar; the weight gradient reads the same.
+  struct Case {
+    std::size_t n, h, w, c, k, kh, kw, sh, sw, dh, dw;
+    fusedcnn::Padding pad;
+  };
+  const Case cases[] = {{5, 15, 12, 1, 2, 1, 1, 2, 2, 1, 1, {1, 1, 1, 1}},
+                        {2, 17, 19, 2, 3, 2, 2, 3, 3, 1, 1, {0, 2, 1, 0}},
+                        {3, 14, 16, 1, 1, 3, 3, 2, 2, 2, 2, {2, 2, 2, 2}},
+                        {2, 13, 11, 3, 2, 2, 1, 4, 3, 1, 1, {0, 3, 0, 1}}};
+  std::mt19937_64 rng(sizeof(TestType) == 4 ? 51 : 52);
+  for (const Case& s : cases) {
+    fusedcnn::Conv2DOptions o;
+    o.kernel = {s.kh, s.kw};
+    o.stride = {s.sh, s.sw};
+    o.dilation = {s.dh, s.dw};
+    o.padding = s.pad;
+    const support::ConvCase cc{s.n, s.h, s.w, s.c, s.k, o};
+    INFO(cc.str());
+    Conv2D<TestType> conv(s.c, s.k, o);
+    support::fill(conv.weight(), rng);
+    support::fill(conv.bias(), rng);
+    Tensor<TestType> x({s.n, s.h, s.w, s.c});
+    support::fill(x, rng);
+    const ref::Conv p = cc.problem();
+    const ref::Vec xr = ref::to_vec(x), wr = ref::to_vec(conv.weight());
+    const Tensor<TestType> y = conv.forward(x);
+    CHECK(ref::rel_err(y, ref::conv_forward(p, xr, wr, ref::to_vec(conv.bias()))) <=
+          tol<TestType>());
+    Tensor<TestType> dy(y.shape());
+    support::fill(dy, rng);
+    const Tensor<TestType> dx = conv.backward(dy);
+    const ref::ConvGrads g = ref::conv_backward(p, xr, wr, ref::to_vec(dy));
+    CHECK(ref::rel_err(dx, g.dx) <= tol<TestType>());
+    CHECK(ref::rel_err(conv.weight_grad(), g.dw) <= tol<TestType>());
+  }
+}
+
 TEMPLATE_TEST_CASE("Conv2D strips: about one vector of output channels along unit-stride rows",
                    "[conv2d][families]", float, double) {
   // Output channels between half a vector and one (9-16 floats, 5-8 doubles on AVX-512; the

@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <cstddef>
+#include <cstdint>
 
 #include "fusedcnn/core/threading.hpp"
 #include "fusedcnn/kernels/rows.hpp"
@@ -140,21 +141,54 @@ bool deinterleave_any(std::size_t C, const T* src, std::size_t w, T* dst,
   }
 }
 
+// The padded input rows and column phases some tap reads: a stride above the kernel's reach
+// skips rows and phases, which are then never made planar. Row hp is read when its residue
+// mod sh is one of a*dh's and it is not past the last output row's reach.
+struct RowsReads {
+  std::uint64_t residues = 0, phases = 0;  // bit r: read (strides over 64 read everything)
+  std::size_t last_row = 0;
+
+  explicit RowsReads(const ConvGeometry& g) noexcept {
+    for (std::size_t a = 0; a < g.kh; ++a) residues |= bit(a * g.dh % g.sh, g.sh);
+    for (std::size_t b = 0; b < g.kw; ++b) phases |= bit(b * g.dw % g.sw, g.sw);
+    if (g.sh > 64) residues = ~std::uint64_t{0};
+    if (g.sw > 64) phases = ~std::uint64_t{0};
+    all_residues_ = g.sh >= 64 ? residues == ~std::uint64_t{0}
+                               : residues == (std::uint64_t{1} << g.sh) - 1;
+    sh_ = g.sh;
+    last_row = (g.ho - 1) * g.sh + (g.kh - 1) * g.dh;
+  }
+  bool row(std::size_t hp) const noexcept {
+    return hp <= last_row && (all_residues_ || (residues >> (hp % sh_) & 1));
+  }
+  bool phase(std::size_t ph) const noexcept { return ph >= 64 || (phases >> ph & 1); }
+
+ private:
+  static std::uint64_t bit(std::size_t r, std::size_t s) noexcept {
+    return s > 64 ? 0 : std::uint64_t{1} << r;
+  }
+  bool all_residues_ = true;
+  std::size_t sh_ = 1;
+};
+
 // Rewrites x (N,H,W,C) as zero-padded planar rows, one padded row per parallel task, and
 // copies each row of x to `save` too when given (the forward's copy for backward, made while
-// the row is in cache).
+// the row is in cache). Rows and column phases no tap reads are left as they are.
 template <class T>
 void planarize_input(const ConvGeometry& g, const RowsLayout& l, const T* x, T* out, T* save) {
+  const RowsReads reads(g);
   ::fusedcnn::detail::parallel_for(g.n * l.hp, [&](std::size_t r) {
     T* dst = out + r * l.row;
     const std::size_t n = r / l.hp, hp = r % l.hp;
-    if (hp < g.pt || hp - g.pt >= g.h) {  // a padding row
+    const bool padding = hp < g.pt || hp - g.pt >= g.h;
+    const std::size_t at = padding ? 0 : (n * g.h + (hp - g.pt)) * g.w * g.c;
+    if (save && !padding) std::copy_n(x + at, g.w * g.c, save + at);
+    if (!reads.row(hp)) return;
+    if (padding) {
       std::fill_n(dst, l.row, T{0});
       return;
     }
-    const std::size_t at = (n * g.h + (hp - g.pt)) * g.w * g.c;
     const T* src = x + at;
-    if (save) std::copy_n(src, g.w * g.c, save + at);
     if (g.sw == 1 && deinterleave_any(g.c, src, g.w, dst + g.pl, l.chan)) {
       // one phase, a transpose the compiler vectorises per C: only the padding is left
       for (std::size_t c = 0; c < g.c; ++c) {
@@ -165,6 +199,7 @@ void planarize_input(const ConvGeometry& g, const RowsLayout& l, const T* x, T* 
     }
     for (std::size_t c = 0; c < g.c; ++c)
       for (std::size_t ph = 0; ph < g.sw; ++ph) {
+        if (!reads.phase(ph)) continue;
         // input columns w with (w + pl) % sw == ph land at index (w + pl) / sw of phase ph;
         // everything else in the run is padding
         T* run = dst + c * l.chan + ph * l.wq;
