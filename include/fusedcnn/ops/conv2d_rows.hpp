@@ -9,6 +9,7 @@
 #pragma once
 
 #include <algorithm>
+#include <array>
 #include <cstddef>
 #include <cstdint>
 
@@ -141,34 +142,48 @@ bool deinterleave_any(std::size_t C, const T* src, std::size_t w, T* dst,
   }
 }
 
-// The padded input rows and column phases some tap reads: a stride above the kernel's reach
-// skips rows and phases, which are then never made planar. Row hp is read when its residue
-// mod sh is one of a*dh's and it is not past the last output row's reach.
-struct RowsReads {
-  std::uint64_t residues = 0, phases = 0;  // bit r: read (strides over 64 read everything)
-  std::size_t last_row = 0;
+// Where the input columns of column phase ph go in its planar run: input columns w0,
+// w0 + sw, ... (cnt of them) land at index at, at + 1, ...; the rest of the run is padding.
+struct PhaseRun {
+  std::size_t w0 = 0, cnt = 0, at = 0;
+  PhaseRun() = default;
+  PhaseRun(const ConvGeometry& g, std::size_t ph) noexcept
+      : w0((ph + g.sw - g.pl % g.sw) % g.sw),
+        cnt(w0 < g.w ? (g.w - w0 + g.sw - 1) / g.sw : 0),
+        at(cnt ? (w0 + g.pl) / g.sw : 0) {}
+};
 
-  explicit RowsReads(const ConvGeometry& g) noexcept {
-    for (std::size_t a = 0; a < g.kh; ++a) residues |= bit(a * g.dh % g.sh, g.sh);
-    for (std::size_t b = 0; b < g.kw; ++b) phases |= bit(b * g.dw % g.sw, g.sw);
-    if (g.sh > 64) residues = ~std::uint64_t{0};
-    if (g.sw > 64) phases = ~std::uint64_t{0};
-    all_residues_ = g.sh >= 64 ? residues == ~std::uint64_t{0}
-                               : residues == (std::uint64_t{1} << g.sh) - 1;
-    sh_ = g.sh;
-    last_row = (g.ho - 1) * g.sh + (g.kh - 1) * g.dh;
+// What planarize_input makes of each padded row, worked out once per call (divisions per
+// row and phase cost more than a few-channel row's copy): the rows and column phases some
+// tap reads (a stride past the kernel's reach skips the others, which are never made
+// planar) and each phase's run. Row hp is read when its residue mod sh is one of a*dh's and
+// it is not past the last output row's reach.
+class RowsReads {
+ public:
+  explicit RowsReads(const ConvGeometry& g) noexcept : g_(g) {
+    if (g.sh <= 64)
+      for (std::size_t a = 0; a < g.kh; ++a) residues_ |= std::uint64_t{1} << (a * g.dh % g.sh);
+    all_residues_ = g.sh > 64 || residues_ == (g.sh == 64 ? ~std::uint64_t{0}
+                                                          : (std::uint64_t{1} << g.sh) - 1);
+    if (g.sw <= 64)
+      for (std::size_t b = 0; b < g.kw; ++b) phases_ |= std::uint64_t{1} << (b * g.dw % g.sw);
+    last_row_ = (g.ho - 1) * g.sh + (g.kh - 1) * g.dh;
+    for (std::size_t ph = 0; ph < std::min(g.sw, runs_.size()); ++ph) runs_[ph] = PhaseRun(g, ph);
   }
   bool row(std::size_t hp) const noexcept {
-    return hp <= last_row && (all_residues_ || (residues >> (hp % sh_) & 1));
+    return hp <= last_row_ && (all_residues_ || (residues_ >> (hp % g_.sh) & 1));
   }
-  bool phase(std::size_t ph) const noexcept { return ph >= 64 || (phases >> ph & 1); }
+  bool phase(std::size_t ph) const noexcept { return g_.sw > 64 || (phases_ >> ph & 1); }
+  PhaseRun run(std::size_t ph) const noexcept {
+    return ph < runs_.size() ? runs_[ph] : PhaseRun(g_, ph);
+  }
 
  private:
-  static std::uint64_t bit(std::size_t r, std::size_t s) noexcept {
-    return s > 64 ? 0 : std::uint64_t{1} << r;
-  }
+  const ConvGeometry& g_;
+  std::uint64_t residues_ = 0, phases_ = 0;  // bit r: residue / phase r is read
   bool all_residues_ = true;
-  std::size_t sh_ = 1;
+  std::size_t last_row_ = 0;
+  std::array<PhaseRun, 8> runs_{};  // the first phases' runs
 };
 
 // Rewrites x (N,H,W,C) as zero-padded planar rows, one padded row per parallel task, and
@@ -203,13 +218,12 @@ void planarize_input(const ConvGeometry& g, const RowsLayout& l, const T* x, T* 
         // input columns w with (w + pl) % sw == ph land at index (w + pl) / sw of phase ph;
         // everything else in the run is padding
         T* run = dst + c * l.chan + ph * l.wq;
-        const std::size_t w0 = (ph + g.sw - g.pl % g.sw) % g.sw;
-        const std::size_t cnt = w0 < g.w ? (g.w - w0 + g.sw - 1) / g.sw : 0;
-        const std::size_t at = cnt ? (w0 + g.pl) / g.sw : 0, step = g.sw * g.c;
-        std::fill_n(run, at, T{0});
-        const T* s = src + w0 * g.c + c;
-        for (std::size_t i = 0; i < cnt; ++i) run[at + i] = s[i * step];
-        std::fill(run + at + cnt, run + l.wq, T{0});
+        const PhaseRun pr = reads.run(ph);
+        const std::size_t step = g.sw * g.c;
+        std::fill_n(run, pr.at, T{0});
+        const T* s = src + pr.w0 * g.c + c;
+        for (std::size_t i = 0; i < pr.cnt; ++i) run[pr.at + i] = s[i * step];
+        std::fill(run + pr.at + pr.cnt, run + l.wq, T{0});
       }
   });
 }
