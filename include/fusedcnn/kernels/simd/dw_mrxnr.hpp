@@ -26,6 +26,7 @@ inline void dw_mrxnr(std::size_t np, const T* const* xrows, std::size_t coff, co
   for (std::size_t i = 0; i < MR; ++i)
 #pragma GCC unroll 4
     for (std::size_t v = 0; v < NV; ++v) acc[i][v] = V::zero();
+#pragma GCC unroll 2  // loop bookkeeping and the row-pointer load paid once per two pixels
   for (std::size_t p = 0; p < np; ++p) {
     const T* x = xrows[p] + coff;
     const T* d = dz + p * ldz;
