@@ -166,18 +166,23 @@ TEST_CASE("backward uses the input as it was at forward, whatever happens to it 
   // overwrite x, pass a temporary, or have the forward write its output over x. Every check
   // draws a fresh x, so a copy that was never made cannot pass by holding an older input.
   std::mt19937_64 rng(5);
+  // The strided 1x1 keeps only the pixels it reads (the igemm family; in the row family it
+  // keeps x).
   const fusedcnn::Conv2DOptions shapes[] = {
-      {.kernel = {3, 3}, .padding = fusedcnn::Padding::same()}, {.kernel = {1, 1}}};
+      {.kernel = {3, 3}, .padding = fusedcnn::Padding::same()},
+      {.kernel = {1, 1}},
+      {.kernel = {1, 1}, .stride = {2, 3}, .padding = fusedcnn::Padding{1, 0, 2, 1}}};
   auto same = [](const Tensor<double>& a, const Tensor<double>& b) {
     return a.shape() == b.shape() && std::equal(a.data(), a.data() + a.size(), b.data());
   };
   for (const fusedcnn::Conv2DOptions& o : shapes)
     for (std::size_t c : {2, 8, 24}) {  // the row, strip (3x3 doubles on AVX-512), igemm families
-      const std::size_t k = c;           // so that forward(x, x) keeps the shape
+      const std::size_t k = c;           // so that forward(x, x) keeps the shape (stride 1)
       INFO("kernel " << o.kernel[0] << ", " << c << " channels");
       Conv2D<double> proto(c, k, o);  // never run: copies of it start without a cached input
       support::fill(proto.weight(), rng);
-      Tensor<double> x({2, 9, 10, c}), dy({2, 9, 10, k});
+      Tensor<double> x({2, 9, 10, c});
+      Tensor<double> dy(fusedcnn::ops::make_geometry(x.shape(), k, o).out_shape());
       support::fill(dy, rng);
       for (int variant = 0; variant < 3; ++variant) {
         INFO("variant " << variant);

@@ -152,25 +152,33 @@ class Conv2D {
   // Makes room for the copy of x that backward needs. The forward then reads x and copies it
   // on its own pass (ops::conv2d_forward's `save`); when its output may overwrite x, the copy
   // is made here first and the forward reads that.
+  // A strided 1x1 forward keeps only the pixels it reads (ops::keeps_read_pixels).
   InputPass cache_input(const Tensor<T>& x, const ops::ConvGeometry& g, bool x_overwritten) {
     geom_ = g;
     has_cache_ = true;
     if (&x == &x_) return {x_.data(), nullptr};
+    read_pixels_ = false;
     if (x_overwritten) {
       detail::copy_into(x, x_);
       return {x_.data(), nullptr};
     }
-    detail::ensure_shape(x_, x.shape());
+    read_pixels_ = ops::keeps_read_pixels<T>(g);
+    detail::ensure_shape(x_, read_pixels_ ? Shape<4>{g.n, g.ho, g.wo, g.c} : x.shape());
     return {x.data(), x_.data()};
   }
   const Tensor<T>& cached_input() const noexcept { return x_; }
+  // The geometry of the cached input: the forward's, or the plain GEMM over its read pixels.
+  ops::ConvGeometry cached_input_geometry() const noexcept {
+    return read_pixels_ ? ops::read_pixels_geometry(geom_) : geom_;
+  }
   ops::ConvWorkspace<T>& workspace() noexcept { return ws_; }
   bool has_cache() const noexcept { return has_cache_; }
   const ops::ConvGeometry& cached_geometry() const noexcept { return geom_; }
 
   // Backward from a ready dz (N,Ho,Wo,K) of the cached forward: grads accumulate, dx written.
   void backward_from_dz(const ops::ConvGeometry& g, const T* dz, Tensor<T>& dx) {
-    ops::conv2d_backward_weights(g, x_.data(), dz, weight_grad_.data(), ws_);
+    ops::conv2d_backward_weights(read_pixels_ ? ops::read_pixels_geometry(g) : g, x_.data(), dz,
+                                 weight_grad_.data(), ws_);
     if (opts_.bias) ops::conv2d_backward_bias(g, dz, bias_grad_.data(), ws_);
     const ops::ConvPlan plan = ops::plan_backward_data<T>(g);
     ops::pack_backward_data_weights(g, plan, weight_.data(), ws_);
@@ -221,7 +229,8 @@ class Conv2D {
   Tensor<T, 1> bias_, bias_grad_;
   bool training_ = true;
   bool has_cache_ = false;
-  Tensor<T> x_;  // the last forward's input, for the weight gradient
+  Tensor<T> x_;  // the last forward's input (or the pixels it read), for the weight gradient
+  bool read_pixels_ = false;  // x_ holds only the read pixels (N, Ho, Wo, C)
   ops::ConvGeometry geom_;
   ops::ConvWorkspace<T> ws_;
 };

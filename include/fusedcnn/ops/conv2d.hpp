@@ -50,6 +50,27 @@ ConvPlan plan_forward(const ConvGeometry& g) noexcept {
   return plan_igemm<T>(g.pixels(), g.kg());
 }
 
+// Whether the forward keeps for backward only the input pixels its kernel reads: a strided
+// (or padded) 1x1 convolution run as an igemm reads one pixel per output pixel, a quarter of
+// x at stride 2, and its weight gradient needs no other. The forward's `save` then receives
+// those pixels, (N, Ho, Wo, C), zeros where the kernel read padding.
+template <class T>
+bool keeps_read_pixels(const ConvGeometry& g) noexcept {
+  if (g.kh != 1 || g.kw != 1 || g.pointwise()) return false;
+  const ConvPlan plan = plan_forward<T>(g);
+  return !plan.by_rows && !plan.by_depthwise && !plan.by_strips;
+}
+
+// The geometry of the kept read pixels: the plain GEMM over them that computes the same
+// output (and the same weight gradient) as g.
+inline ConvGeometry read_pixels_geometry(const ConvGeometry& g) noexcept {
+  ConvGeometry r = g;
+  r.h = g.ho, r.w = g.wo;
+  r.sh = r.sw = r.dh = r.dw = 1;
+  r.pt = r.pb = r.pl = r.pr = 0;
+  return r;
+}
+
 namespace detail {
 
 // Asks for the cache lines of `count` rows, values [off, off + len) of each, to be loaded.
@@ -76,9 +97,9 @@ inline constexpr std::size_t short_row_bytes = 256;
 // block and each panel meets all of the chunk's tiles while it is in cache; many channels on
 // few pixels still split across threads. For any one channel, tiles reach epi(TileInfo) in
 // row order within a chunk, whatever the thread count. pack(q, dst) writes panel q (taps *
-// kc * NR values); build(p0, m, rows) fills a tile's row pointers; on_tile(chunk, p0, m)
-// runs once per tile, in the item of the first column block, right after the tile's first
-// panel (so what the tile read is still in L1).
+// kc * NR values); build(p0, m, rows) fills a tile's row pointers; on_tile(chunk, p0, m,
+// rows) runs once per tile, in the item of the first column block, right after the tile's
+// first panel (so what the tile read is still in L1).
 template <class T, std::size_t MR, std::size_t NR, class Pack, class Build, class Epi,
           class OnTile>
 void igemm_driver(const ConvPlan& plan, std::size_t taps, std::size_t kc, std::size_t groups,
@@ -130,7 +151,8 @@ void igemm_driver(const ConvPlan& plan, std::size_t taps, std::size_t kc, std::s
               epi(kernels::TileInfo<T>{t, NR, mm, nn, p0, g * n_per_group + col0, chunk,
                                        chunk_p0});
             });
-        if (blk == 0 && q == q0) on_tile(chunk, p0, std::min(MR, end - p0));
+        if (blk == 0 && q == q0)
+          on_tile(chunk, p0, std::min(MR, end - p0), static_cast<const T* const*>(rows + ti * tile_len));
       }
     }
   });
@@ -217,13 +239,15 @@ void copy_input_slice(const ConvGeometry& g, const ConvPlan& plan, const T* x, T
 
 // Forward convolution of x with weights packed by pack_forward_weights for this plan; every
 // output tile goes to epi(TileInfo). A non-null `save` (not overlapping x) receives a copy of
-// x, made on the pass's own way through x where the family allows.
+// x, made on the pass's own way through x where the family allows, or, where
+// keeps_read_pixels(g), the input pixels the kernel reads.
 template <class T, class Epi>
 void conv2d_forward(const ConvGeometry& g, const ConvPlan& plan, const T* x,
                     ConvWorkspace<T>& ws, Epi&& epi, T* save = nullptr) {
   if (save == x) save = nullptr;
-  if (save && plan.rows == 0) {  // no pass over x to ride on
-    std::copy_n(x, g.in_pixels() * g.c, save);
+  const bool read_pixels = save && keeps_read_pixels<T>(g);
+  if (save && plan.rows == 0) {  // no pass over x to ride on (and no pixel read)
+    if (!read_pixels) std::copy_n(x, g.in_pixels() * g.c, save);
     save = nullptr;
   }
   // The row family copies x while it makes its planar input, whose source it then records
@@ -244,11 +268,14 @@ void conv2d_forward(const ConvGeometry& g, const ConvPlan& plan, const T* x,
   };
   if (plan.by_strips) return strips_forward(g, plan, x, ws, epi, on_chunk);
   const bool gemm = g.pointwise();
-  // A GEMM's tile read exactly its own rows of x: those are copied from L1 right after; other
-  // shapes copy their chunk's slice after its first tile.
-  auto on_tile = [&](std::size_t chunk, std::size_t p0, std::size_t m) {
+  // A GEMM's tile read exactly its own rows of x, and a strided 1x1 tile its read pixels:
+  // those are copied from L1 right after; other shapes copy their chunk's slice after its
+  // first tile.
+  auto on_tile = [&](std::size_t chunk, std::size_t p0, std::size_t m, const T* const* rows) {
     if (save && gemm) {
       std::copy_n(x + p0 * g.c, m * g.c, save + p0 * g.c);
+    } else if (save && read_pixels) {
+      for (std::size_t i = 0; i < m; ++i) std::copy_n(rows[i], g.c, save + (p0 + i) * g.c);
     } else if (save && p0 == chunk * plan.chunk_rows) {
       on_chunk(chunk);
     }
@@ -325,7 +352,7 @@ void conv2d_backward_data(const ConvGeometry& g, const ConvPlan& plan, const T* 
       detail::pack_backward_data_panel(g, NR, reversed, w, q, dst);
     };
     detail::igemm_driver<T, MR, NR>(plan, gs.taps, gs.kc, g.groups, g.cg(), pack, ws, build,
-                                    store, [](std::size_t, std::size_t, std::size_t) {});
+                                    store, [](std::size_t, std::size_t, std::size_t, auto) {});
   });
 }
 
