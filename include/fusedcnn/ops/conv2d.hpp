@@ -151,8 +151,10 @@ void igemm_driver(const ConvPlan& plan, std::size_t taps, std::size_t kc, std::s
               epi(kernels::TileInfo<T>{t, NR, mm, nn, p0, g * n_per_group + col0, chunk,
                                        chunk_p0});
             });
-        if (blk == 0 && q == q0)
-          on_tile(chunk, p0, std::min(MR, end - p0), static_cast<const T* const*>(rows + ti * tile_len));
+        if (blk == 0 && q == q0) {
+          const T* const* tile_rows = rows + ti * tile_len;
+          on_tile(chunk, p0, std::min(MR, end - p0), tile_rows);
+        }
       }
     }
   });
