@@ -183,22 +183,28 @@ void pack_forward_panel(const ConvGeometry& g, std::size_t nr, const T* w, const
 
 // Packs panel q of the data gradient's weights, transposed: nr input channels of one group
 // (columns) over every (tap, output channel) row, [tap][kk][nr], zero past the group's last
-// channel. Each HWIO row (t, c) is a contiguous run over kk, read once and written down one
-// panel column. A merged gather reads the kernel columns of a row in reverse, so their taps
-// are stored reversed.
+// channel. HWIO rows (t, c) are contiguous runs over kk: a block of 16 kk of each row is
+// read (one cache line) and written down its panel column, so the 16 panel rows being
+// written stay in L1 while every column passes. A merged gather reads the kernel columns of
+// a row in reverse, so their taps are stored reversed.
 template <class T>
 void pack_backward_data_panel(const ConvGeometry& g, std::size_t nr, bool reversed, const T* w,
                               std::size_t q, T* panel) noexcept {
+  constexpr std::size_t kb = 16;
   const std::size_t cg = g.cg(), kg = g.kg(), panels = (cg + nr - 1) / nr, gi = q / panels;
   const std::size_t c0 = (q % panels) * nr, n = std::min(nr, cg - c0);
   if (n < nr) std::fill_n(panel, g.taps() * kg * nr, T{0});
   for (std::size_t t = 0; t < g.taps(); ++t) {
     const std::size_t a = t / g.kw, b = t % g.kw;
     const std::size_t slot = reversed ? a * g.kw + (g.kw - 1 - b) : t;
-    for (std::size_t cc = 0; cc < n; ++cc) {
-      const T* src = w + (t * cg + c0 + cc) * g.k + gi * kg;
-      T* dst = panel + slot * kg * nr + cc;
-      for (std::size_t kk = 0; kk < kg; ++kk) dst[kk * nr] = src[kk];
+    const T* rows = w + (t * cg + c0) * g.k + gi * kg;
+    for (std::size_t k0 = 0; k0 < kg; k0 += kb) {
+      const std::size_t len = std::min(kb, kg - k0);
+      T* block = panel + (slot * kg + k0) * nr;
+      for (std::size_t cc = 0; cc < n; ++cc) {
+        const T* src = rows + cc * g.k + k0;
+        for (std::size_t j = 0; j < len; ++j) block[j * nr + cc] = src[j];
+      }
     }
   }
 }
