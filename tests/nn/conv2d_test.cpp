@@ -27,6 +27,28 @@ struct SquareShape {
     return {n, h, w, c, k, o};
   }
 };
+// One forward and backward of a Conv2D with random parameters and data (drawn from rng in
+// that order), checked against the double reference: output, dx, weight and bias gradients.
+template <class T>
+void check_against_reference(const support::ConvCase& cc, std::mt19937_64& rng) {
+  INFO(cc.str());
+  Conv2D<T> conv(cc.c, cc.k, cc.opts);
+  support::fill(conv.weight(), rng);
+  support::fill(conv.bias(), rng);
+  Tensor<T> x({cc.n, cc.h, cc.w, cc.c});
+  support::fill(x, rng);
+  const Tensor<T> y = conv.forward(x);
+  Tensor<T> dy(y.shape());
+  support::fill(dy, rng);
+  const Tensor<T> dx = conv.backward(dy);
+  const ref::Conv p = cc.problem();
+  const ref::Vec xr = ref::to_vec(x), wr = ref::to_vec(conv.weight());
+  CHECK(ref::rel_err(y, ref::conv_forward(p, xr, wr, ref::to_vec(conv.bias()))) <= tol<T>());
+  const ref::ConvGrads g = ref::conv_backward(p, xr, wr, ref::to_vec(dy));
+  CHECK(ref::rel_err(dx, g.dx) <= tol<T>());
+  CHECK(ref::rel_err(conv.weight_grad(), g.dw) <= tol<T>());
+  CHECK(ref::rel_err(conv.bias_grad(), g.db) <= tol<T>());
+}
 }  // namespace
 
 TEMPLATE_TEST_CASE("Conv2D forward and backward match the reference on 200 random shapes",
@@ -198,24 +220,7 @@ TEMPLATE_TEST_CASE("Conv2D row family with strides that skip input rows and colu
     o.stride = {s.sh, s.sw};
     o.dilation = {s.dh, s.dw};
     o.padding = s.pad;
-    const support::ConvCase cc{s.n, s.h, s.w, s.c, s.k, o};
-    INFO(cc.str());
-    Conv2D<TestType> conv(s.c, s.k, o);
-    support::fill(conv.weight(), rng);
-    support::fill(conv.bias(), rng);
-    Tensor<TestType> x({s.n, s.h, s.w, s.c});
-    support::fill(x, rng);
-    const ref::Conv p = cc.problem();
-    const ref::Vec xr = ref::to_vec(x), wr = ref::to_vec(conv.weight());
-    const Tensor<TestType> y = conv.forward(x);
-    CHECK(ref::rel_err(y, ref::conv_forward(p, xr, wr, ref::to_vec(conv.bias()))) <=
-          tol<TestType>());
-    Tensor<TestType> dy(y.shape());
-    support::fill(dy, rng);
-    const Tensor<TestType> dx = conv.backward(dy);
-    const ref::ConvGrads g = ref::conv_backward(p, xr, wr, ref::to_vec(dy));
-    CHECK(ref::rel_err(dx, g.dx) <= tol<TestType>());
-    CHECK(ref::rel_err(conv.weight_grad(), g.dw) <= tol<TestType>());
+    check_against_reference<TestType>({s.n, s.h, s.w, s.c, s.k, o}, rng);
   }
 }
 
@@ -245,24 +250,6 @@ TEMPLATE_TEST_CASE("Conv2D strips: about one vector of output channels along uni
     o.stride = {s.sh, 1};
     o.dilation = {s.dh, 1};
     o.padding = s.pad;
-    const support::ConvCase cc{s.n, s.h, s.w, s.c, s.k, o};
-    INFO(cc.str());
-    Conv2D<TestType> conv(s.c, s.k, o);
-    support::fill(conv.weight(), rng);
-    support::fill(conv.bias(), rng);
-    Tensor<TestType> x({s.n, s.h, s.w, s.c});
-    support::fill(x, rng);
-    const Tensor<TestType> y = conv.forward(x);
-    Tensor<TestType> dy(y.shape());
-    support::fill(dy, rng);
-    const Tensor<TestType> dx = conv.backward(dy);
-    const ref::Conv p = cc.problem();
-    const ref::Vec xr = ref::to_vec(x), wr = ref::to_vec(conv.weight());
-    const ref::Vec yr = ref::conv_forward(p, xr, wr, ref::to_vec(conv.bias()));
-    CHECK(ref::rel_err(y, yr) <= tol<TestType>());
-    const ref::ConvGrads g = ref::conv_backward(p, xr, wr, ref::to_vec(dy));
-    CHECK(ref::rel_err(dx, g.dx) <= tol<TestType>());
-    CHECK(ref::rel_err(conv.weight_grad(), g.dw) <= tol<TestType>());
-    CHECK(ref::rel_err(conv.bias_grad(), g.db) <= tol<TestType>());
+    check_against_reference<TestType>({s.n, s.h, s.w, s.c, s.k, o}, rng);
   }
 }
