@@ -224,6 +224,36 @@ TEMPLATE_TEST_CASE("Conv2D row family with strides that skip input rows and colu
   }
 }
 
+TEMPLATE_TEST_CASE("Conv2D strided and padded 1x1 layers keep only the pixels they read",
+                   "[conv2d][families]", float, double) {
+  // Run as an igemm, a 1x1 kernel that strides or pads reads one input pixel (or padding) per
+  // output pixel: the layer keeps those (N, Ho, Wo, C) for backward, and its weight gradient
+  // is the plain GEMM over them. Ungrouped and grouped, stride 2 and 3, padding with stride 1
+  // (the border outputs read only zeros), partial tiles.
+  struct Case {
+    std::size_t n, h, w, c, k, sh, sw, groups;
+    fusedcnn::Padding pad;
+  };
+  const Case cases[] = {{2, 13, 11, 40, 48, 2, 2, 1, {}},
+                        {1, 9, 14, 48, 64, 3, 2, 2, {1, 0, 2, 1}},
+                        {2, 6, 7, 36, 40, 1, 1, 1, {1, 2, 0, 1}},
+                        {3, 8, 9, 64, 72, 2, 3, 4, {0, 1, 1, 0}}};
+  std::mt19937_64 rng(sizeof(TestType) == 4 ? 61 : 62);
+  for (const Case& s : cases) {
+    fusedcnn::Conv2DOptions o;
+    o.kernel = {1, 1};
+    o.stride = {s.sh, s.sw};
+    o.padding = s.pad;
+    o.groups = s.groups;
+    const auto g = fusedcnn::ops::make_geometry({s.n, s.h, s.w, s.c}, s.k, o);
+    REQUIRE(fusedcnn::ops::keeps_read_pixels<TestType>(g));
+    check_against_reference<TestType>({s.n, s.h, s.w, s.c, s.k, o}, rng);
+    Conv2D<TestType> conv(s.c, s.k, o);
+    conv.forward(Tensor<TestType>({s.n, s.h, s.w, s.c}, TestType(1)));
+    CHECK(conv.saved_bytes() == g.pixels() * s.c * sizeof(TestType));
+  }
+}
+
 TEMPLATE_TEST_CASE("Conv2D strips: about one vector of output channels along unit-stride rows",
                    "[conv2d][families]", float, double) {
   // Output channels between half a vector and one (9-16 floats, 5-8 doubles on AVX-512; the
