@@ -167,9 +167,10 @@ class Conv2D {
     return {x.data(), x_.data()};
   }
   const Tensor<T>& cached_input() const noexcept { return x_; }
-  // The geometry of the cached input: the forward's, or the plain GEMM over its read pixels.
-  ops::ConvGeometry cached_input_geometry() const noexcept {
-    return read_pixels_ ? ops::read_pixels_geometry(geom_) : geom_;
+  // The geometry of the cached input of a forward of geometry g: g, or the plain GEMM over
+  // its read pixels.
+  ops::ConvGeometry input_geometry(const ops::ConvGeometry& g) const noexcept {
+    return read_pixels_ ? ops::read_pixels_geometry(g) : g;
   }
   ops::ConvWorkspace<T>& workspace() noexcept { return ws_; }
   bool has_cache() const noexcept { return has_cache_; }
@@ -177,8 +178,7 @@ class Conv2D {
 
   // Backward from a ready dz (N,Ho,Wo,K) of the cached forward: grads accumulate, dx written.
   void backward_from_dz(const ops::ConvGeometry& g, const T* dz, Tensor<T>& dx) {
-    ops::conv2d_backward_weights(read_pixels_ ? ops::read_pixels_geometry(g) : g, x_.data(), dz,
-                                 weight_grad_.data(), ws_);
+    ops::conv2d_backward_weights(input_geometry(g), x_.data(), dz, weight_grad_.data(), ws_);
     if (opts_.bias) ops::conv2d_backward_bias(g, dz, bias_grad_.data(), ws_);
     const ops::ConvPlan plan = ops::plan_backward_data<T>(g);
     ops::pack_backward_data_weights(g, plan, weight_.data(), ws_);

@@ -202,8 +202,7 @@ class ConvBN {
   // Running-statistics backward needs Z, which the folded forward never wrote.
   void recompute_z(const ops::ConvGeometry& g) {
     detail::ensure_shape(bn_.z_, g.out_shape());
-    conv_.run_forward(conv_.cached_input_geometry(), conv_.cached_input().data(),
-                      bn_.z_.data());
+    conv_.run_forward(conv_.input_geometry(g), conv_.cached_input().data(), bn_.z_.data());
     z_valid_ = true;
   }
 

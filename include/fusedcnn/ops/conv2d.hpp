@@ -54,11 +54,13 @@ ConvPlan plan_forward(const ConvGeometry& g) noexcept {
 // (or padded) 1x1 convolution run as an igemm reads one pixel per output pixel, a quarter of
 // x at stride 2, and its weight gradient needs no other. The forward's `save` then receives
 // those pixels, (N, Ho, Wo, C), zeros where the kernel read padding.
+inline bool keeps_read_pixels(const ConvGeometry& g, const ConvPlan& plan) noexcept {
+  if (g.kh != 1 || g.kw != 1 || g.pointwise()) return false;
+  return !plan.by_rows && !plan.by_depthwise && !plan.by_strips;
+}
 template <class T>
 bool keeps_read_pixels(const ConvGeometry& g) noexcept {
-  if (g.kh != 1 || g.kw != 1 || g.pointwise()) return false;
-  const ConvPlan plan = plan_forward<T>(g);
-  return !plan.by_rows && !plan.by_depthwise && !plan.by_strips;
+  return keeps_read_pixels(g, plan_forward<T>(g));
 }
 
 // The geometry of the kept read pixels: the plain GEMM over them that computes the same
@@ -253,7 +255,7 @@ template <class T, class Epi>
 void conv2d_forward(const ConvGeometry& g, const ConvPlan& plan, const T* x,
                     ConvWorkspace<T>& ws, Epi&& epi, T* save = nullptr) {
   if (save == x) save = nullptr;
-  const bool read_pixels = save && keeps_read_pixels<T>(g);
+  const bool read_pixels = save && keeps_read_pixels(g, plan);
   if (save && plan.rows == 0) {  // no pass over x to ride on (and no pixel read)
     if (!read_pixels) std::copy_n(x, g.in_pixels() * g.c, save);
     save = nullptr;
