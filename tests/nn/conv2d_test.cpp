@@ -142,24 +142,7 @@ TEST_CASE("Conv2D on larger shapes exercises every kernel family", "[conv2d][fam
                           {1, 9, 11, 70, 20, 3, 1, 1},   {2, 10, 12, 256, 40, 1, 1, 1},
                           {1, 4, 5, 48, 200, 3, 1, 1},   {1, 30, 26, 5, 13, 5, 1, 1}};
   std::mt19937_64 rng(11);
-  for (const SquareShape& s : shapes) {
-    const support::ConvCase cc = s.conv_case();
-    INFO(cc.str());
-    Conv2D<float> conv(s.c, s.k, cc.opts);
-    Tensor<float> x({s.n, s.h, s.w, s.c});
-    support::fill(x, rng);
-    const Tensor<float> y = conv.forward(x);
-    Tensor<float> dy(y.shape());
-    support::fill(dy, rng);
-    const Tensor<float> dx = conv.backward(dy);
-    const ref::Conv p = cc.problem();
-    const ref::Vec xr = ref::to_vec(x), wr = ref::to_vec(conv.weight());
-    CHECK(ref::rel_err(y, ref::conv_forward(p, xr, wr, ref::to_vec(conv.bias()))) <= 1e-5);
-    const ref::ConvGrads g = ref::conv_backward(p, xr, wr, ref::to_vec(dy));
-    CHECK(ref::rel_err(dx, g.dx) <= 1e-5);
-    CHECK(ref::rel_err(conv.weight_grad(), g.dw) <= 1e-5);
-    CHECK(ref::rel_err(conv.bias_grad(), g.db) <= 1e-5);
-  }
+  for (const SquareShape& s : shapes) check_against_reference<float>(s.conv_case(), rng);
 }
 
 TEMPLATE_TEST_CASE("Conv2D sees weight writes made through a pointer taken before its forward",
