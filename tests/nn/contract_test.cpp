@@ -162,29 +162,33 @@ TEST_CASE("set_num_threads / num_threads round-trip", "[contract][threads]") {
 
 TEST_CASE("backward uses the input as it was at forward, whatever happens to it after",
           "[contract]") {
-  // Each layer keeps its own copy of x (made on the forward's way through x): the caller may
-  // overwrite x, pass a temporary, or have the forward write its output over x. Every check
-  // draws a fresh x, so a copy that was never made cannot pass by holding an older input.
+  // Each layer keeps x lent (or a copy, where its forward overwrites x or reads only some
+  // pixels): the caller may overwrite x through any accessor, assign it a new batch, pass a
+  // temporary, or have the forward write its output over x. Every check draws a fresh x, so
+  // a copy that was never made cannot pass by holding an older input.
   std::mt19937_64 rng(5);
   // The strided 1x1 keeps only the pixels it reads (the igemm family; in the row family it
   // keeps x).
   const fusedcnn::Conv2DOptions shapes[] = {
       {.kernel = {3, 3}, .padding = fusedcnn::Padding::same()},
       {.kernel = {1, 1}},
-      {.kernel = {1, 1}, .stride = {2, 3}, .padding = fusedcnn::Padding{1, 0, 2, 1}}};
+      {.kernel = {1, 1}, .stride = {2, 3}, .padding = fusedcnn::Padding{1, 0, 2, 1}},
+      {.kernel = {3, 3}, .padding = fusedcnn::Padding::symmetric(1, 1), .groups = 2}};
   auto same = [](const Tensor<double>& a, const Tensor<double>& b) {
     return a.shape() == b.shape() && std::equal(a.data(), a.data() + a.size(), b.data());
   };
-  for (const fusedcnn::Conv2DOptions& o : shapes)
+  for (const fusedcnn::Conv2DOptions& shape : shapes)
     for (std::size_t c : {2, 8, 24}) {  // the row, strip (3x3 doubles on AVX-512), igemm families
       const std::size_t k = c;           // so that forward(x, x) keeps the shape (stride 1)
-      INFO("kernel " << o.kernel[0] << ", " << c << " channels");
+      fusedcnn::Conv2DOptions o = shape;
+      if (o.groups > 1) o.groups = c;  // the grouped shape is depthwise
+      INFO("kernel " << o.kernel[0] << ", " << c << " channels, " << o.groups << " groups");
       Conv2D<double> proto(c, k, o);  // never run: copies of it start without a cached input
       support::fill(proto.weight(), rng);
       Tensor<double> x({2, 9, 10, c});
       Tensor<double> dy(fusedcnn::ops::make_geometry(x.shape(), k, o).out_shape());
       support::fill(dy, rng);
-      for (int variant = 0; variant < 3; ++variant) {
+      for (int variant = 0; variant < 5; ++variant) {
         INFO("variant " << variant);
         support::fill(x, rng);
         Conv2D<double> ref_conv = proto, conv = proto;
@@ -196,6 +200,15 @@ TEST_CASE("backward uses the input as it was at forward, whatever happens to it 
           xv.fill(7.0);
         } else if (variant == 1) {  // a temporary input
           CHECK(same(conv.forward(Tensor<double>(x)), y_ref));
+        } else if (variant == 3) {  // single values written, as a loader might
+          CHECK(same(conv.forward(xv), y_ref));
+          xv(0, 0, 0, 0) = 11.0;
+          xv(1, 8, 9, c - 1) = -11.0;
+        } else if (variant == 4) {  // the next batch assigned (same shape)
+          CHECK(same(conv.forward(xv), y_ref));
+          Tensor<double> next(x.shape());
+          support::fill(next, rng);
+          xv = next;
         } else {  // the output written over the input
           conv.forward(xv, xv);
           CHECK(same(xv, y_ref));

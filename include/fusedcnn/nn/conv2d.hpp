@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 
 #include "fusedcnn/core/error.hpp"
 #include "fusedcnn/core/options.hpp"
@@ -89,8 +90,8 @@ class Conv2D {
   bool training() const noexcept { return training_; }
 
   bool has_bias() const noexcept { return opts_.bias; }
-  // Bytes of activation-sized data kept from forward for backward (the input copy).
-  std::size_t saved_bytes() const noexcept { return x_.size() * sizeof(T); }
+  // Bytes of activation-sized data kept from forward for backward (the input, lent or copied).
+  std::size_t saved_bytes() const noexcept { return cached_size() * sizeof(T); }
   std::size_t in_channels() const noexcept { return in_; }
   std::size_t out_channels() const noexcept { return out_; }
   const Conv2DOptions& options() const noexcept { return opts_; }
@@ -149,24 +150,33 @@ class Conv2D {
     const T* x;
     T* save;
   };
-  // Makes room for the copy of x that backward needs. The forward then reads x and copies it
-  // on its own pass (ops::conv2d_forward's `save`); when its output may overwrite x, the copy
-  // is made here first and the forward reads that.
-  // A strided 1x1 forward keeps only the pixels it reads (ops::keeps_read_pixels).
+  // Keeps what backward needs of x. Mostly x itself, lent (Tensor::lend): no copy is made
+  // unless x is later written or resized through its interface. A forward whose output
+  // overwrites x reads a copy made here first; a strided 1x1 forward keeps only the pixels
+  // it reads (ops::keeps_read_pixels), copied on the forward's own pass (`save`).
   InputPass cache_input(const Tensor<T>& x, const ops::ConvGeometry& g, bool x_overwritten) {
     geom_ = g;
     has_cache_ = true;
     if (&x == &x_) return {x_.data(), nullptr};
     read_pixels_ = false;
     if (x_overwritten) {
+      x_loan_.reset();
       detail::copy_into(x, x_);
       return {x_.data(), nullptr};
     }
     read_pixels_ = ops::keeps_read_pixels<T>(g);
-    detail::ensure_shape(x_, read_pixels_ ? Shape<4>{g.n, g.ho, g.wo, g.c} : x.shape());
-    return {x.data(), x_.data()};
+    if (read_pixels_) {
+      x_loan_.reset();
+      detail::ensure_shape(x_, Shape<4>{g.n, g.ho, g.wo, g.c});
+      return {x.data(), x_.data()};
+    }
+    x_loan_ = x.lend();
+    x_ = Tensor<T>{};
+    return {x.data(), nullptr};
   }
-  const Tensor<T>& cached_input() const noexcept { return x_; }
+  // The cached input's values, and how many there are.
+  const T* cached_x() const noexcept { return x_loan_ ? x_loan_->data() : x_.data(); }
+  std::size_t cached_size() const noexcept { return x_loan_ ? x_loan_->size() : x_.size(); }
   // The geometry of the cached input of a forward of geometry g: g, or the plain GEMM over
   // its read pixels.
   ops::ConvGeometry input_geometry(const ops::ConvGeometry& g) const noexcept {
@@ -178,7 +188,7 @@ class Conv2D {
 
   // Backward from a ready dz (N,Ho,Wo,K) of the cached forward: grads accumulate, dx written.
   void backward_from_dz(const ops::ConvGeometry& g, const T* dz, Tensor<T>& dx) {
-    ops::conv2d_backward_weights(input_geometry(g), x_.data(), dz, weight_grad_.data(), ws_);
+    ops::conv2d_backward_weights(input_geometry(g), cached_x(), dz, weight_grad_.data(), ws_);
     if (opts_.bias) ops::conv2d_backward_bias(g, dz, bias_grad_.data(), ws_);
     const ops::ConvPlan plan = ops::plan_backward_data<T>(g);
     ops::pack_backward_data_weights(g, plan, weight_.data(), ws_);
@@ -214,8 +224,8 @@ class Conv2D {
     return const_cast<Conv2D*>(this)->bias_or_throw(const_cast<Tn&>(t), name);
   }
 
-  // Packs the weights and runs the plain convolution (plus bias) of x into y, copying x into
-  // save on the way when save is given.
+  // Packs the weights and runs the plain convolution (plus bias) of x into y, copying the
+  // pixels it reads into save on the way when save is given (InputPass).
   void run_forward(const ops::ConvGeometry& g, const T* x, T* y, T* save = nullptr) {
     const ops::ConvPlan plan = ops::plan_forward<T>(g);
     ops::pack_forward_weights(g, plan, weight_.data(), static_cast<const T*>(nullptr), ws_);
@@ -229,8 +239,11 @@ class Conv2D {
   Tensor<T, 1> bias_, bias_grad_;
   bool training_ = true;
   bool has_cache_ = false;
-  Tensor<T> x_;  // the last forward's input (or the pixels it read), for the weight gradient
-  bool read_pixels_ = false;  // x_ holds only the read pixels (N, Ho, Wo, C)
+  // The last forward's input, for the weight gradient: x itself, lent, or a copy in x_ (of the
+  // pixels it read when read_pixels_: N, Ho, Wo, C).
+  std::shared_ptr<const detail::Loan<T>> x_loan_;
+  Tensor<T> x_;
+  bool read_pixels_ = false;
   ops::ConvGeometry geom_;
   ops::ConvWorkspace<T> ws_;
 };

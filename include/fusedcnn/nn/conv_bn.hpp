@@ -9,8 +9,9 @@
 //   backward: one pass over G and Z gives sum g and sum g*xhat with the ReLU mask recomputed
 //             from Z (no saved mask, no ReLU pass), one pass forms dZ, which feeds both
 //             convolution gradients. With running statistics, backward first recomputes Z.
-// Kept between forward and backward: the copy of X and Z (the unfused chain also keeps a
-// copy of Z in BN and the ReLU mask); with running statistics only the copy of X.
+// Kept between forward and backward: X (lent by the caller's tensor, see Tensor::lend) and Z
+// (the unfused chain also keeps a copy of Z in BN and the ReLU mask); with running
+// statistics only X.
 #pragma once
 
 #include <cstddef>
@@ -114,7 +115,7 @@ class ConvBN {
 
   // Bytes of activation-sized data kept from forward for backward.
   std::size_t saved_bytes() const noexcept {
-    return (conv_.cached_input().size() + (z_valid_ ? bn_.z_.size() : 0)) * sizeof(T);
+    return (conv_.cached_size() + (z_valid_ ? bn_.z_.size() : 0)) * sizeof(T);
   }
 
  private:
@@ -202,7 +203,7 @@ class ConvBN {
   // Running-statistics backward needs Z, which the folded forward never wrote.
   void recompute_z(const ops::ConvGeometry& g) {
     detail::ensure_shape(bn_.z_, g.out_shape());
-    conv_.run_forward(conv_.input_geometry(g), conv_.cached_input().data(), bn_.z_.data());
+    conv_.run_forward(conv_.input_geometry(g), conv_.cached_x(), bn_.z_.data());
     z_valid_ = true;
   }
 

@@ -12,6 +12,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cassert>
 #include <cstddef>
 #include <type_traits>
 #include <vector>
@@ -99,8 +100,8 @@ inline constexpr std::size_t short_row_bytes = 256;
 // block and each panel meets all of the chunk's tiles while it is in cache; many channels on
 // few pixels still split across threads. For any one channel, tiles reach epi(TileInfo) in
 // row order within a chunk, whatever the thread count. pack(q, dst) writes panel q (taps *
-// kc * NR values); build(p0, m, rows) fills a tile's row pointers; on_tile(chunk, p0, m,
-// rows) runs once per tile, in the item of the first column block, right after the tile's
+// kc * NR values); build(p0, m, rows) fills a tile's row pointers; on_tile(p0, m, rows) runs
+// once per tile, in the item of the first column block, right after the tile's
 // first panel (so what the tile read is still in L1).
 template <class T, std::size_t MR, std::size_t NR, class Pack, class Build, class Epi,
           class OnTile>
@@ -155,7 +156,7 @@ void igemm_driver(const ConvPlan& plan, std::size_t taps, std::size_t kc, std::s
             });
         if (blk == 0 && q == q0) {
           const T* const* tile_rows = rows + ti * tile_len;
-          on_tile(chunk, p0, std::min(MR, end - p0), tile_rows);
+          on_tile(p0, std::min(MR, end - p0), tile_rows);
         }
       }
     }
@@ -227,68 +228,21 @@ void pack_forward_weights(const ConvGeometry& g, const ConvPlan& plan, const T* 
   ws.scale = scale;
 }
 
-namespace detail {
-// Copies x (the input of g) into save, slice `chunk` of `chunks` proportional slices of its
-// pixels: a forward chunk's slice is about the part of x its own tiles read, so the copy
-// reads what is already in cache. Slices of 1x1 convolutions are exactly their chunk's rows.
-template <class T>
-void copy_input_slice(const ConvGeometry& g, const ConvPlan& plan, const T* x, T* save,
-                      std::size_t chunk) noexcept {
-  const std::size_t in = g.in_pixels();
-  auto bound = [&](std::size_t c) {
-    const std::size_t p = std::min(plan.rows, c * plan.chunk_rows);
-    if (p == plan.rows) return in;
-    if (plan.rows == in) return p;
-    return static_cast<std::size_t>(static_cast<double>(p) / static_cast<double>(plan.rows) *
-                                    static_cast<double>(in));
-  };
-  const std::size_t lo = bound(chunk), hi = bound(chunk + 1);
-  if (hi > lo) std::copy_n(x + lo * g.c, (hi - lo) * g.c, save + lo * g.c);
-}
-}  // namespace detail
-
 // Forward convolution of x with weights packed by pack_forward_weights for this plan; every
-// output tile goes to epi(TileInfo). A non-null `save` (not overlapping x) receives a copy of
-// x, made on the pass's own way through x where the family allows, or, where
-// keeps_read_pixels(g), the input pixels the kernel reads.
+// output tile goes to epi(TileInfo). A non-null `save` (not overlapping x), given when
+// keeps_read_pixels(g, plan), receives the input pixels the kernel reads (N, Ho, Wo, C),
+// copied from L1 right after each tile's first panel.
 template <class T, class Epi>
 void conv2d_forward(const ConvGeometry& g, const ConvPlan& plan, const T* x,
                     ConvWorkspace<T>& ws, Epi&& epi, T* save = nullptr) {
-  if (save == x) save = nullptr;
-  const bool read_pixels = save && keeps_read_pixels(g, plan);
-  if (save && plan.rows == 0) {  // no pass over x to ride on (and no pixel read)
-    if (!read_pixels) std::copy_n(x, g.in_pixels() * g.c, save);
-    save = nullptr;
-  }
-  // The row family copies x while it makes its planar input, whose source it then records
-  // as the copy (planar_x_of), for the backward to reuse.
-  if (plan.by_rows) return rows_forward(g, plan, x, ws, epi, save);
-  if (save && plan.by_depthwise) {
-    // The depthwise drivers read the copy, made here: slices of 64 Ki values, few and long.
-    constexpr std::size_t slice = std::size_t{1} << 16;
-    const std::size_t len = g.in_pixels() * g.c;
-    ::fusedcnn::detail::parallel_for((len + slice - 1) / slice, [&](std::size_t i) {
-      std::copy_n(x + i * slice, std::min(slice, len - i * slice), save + i * slice);
-    });
-    x = save;
-  }
+  assert(!save || keeps_read_pixels(g, plan));
+  if (plan.by_rows) return rows_forward(g, plan, x, ws, epi);
   if (plan.by_depthwise) return depthwise_forward(g, plan, x, ws, epi);
-  auto on_chunk = [&](std::size_t chunk) {  // the copy for backward, a chunk at a time
-    if (save) detail::copy_input_slice(g, plan, x, save, chunk);
-  };
-  if (plan.by_strips) return strips_forward(g, plan, x, ws, epi, on_chunk);
+  if (plan.by_strips) return strips_forward(g, plan, x, ws, epi);
   const bool gemm = g.pointwise();
-  // A GEMM's tile read exactly its own rows of x, and a strided 1x1 tile its read pixels:
-  // those are copied from L1 right after; other shapes copy their chunk's slice after its
-  // first tile.
-  auto on_tile = [&](std::size_t chunk, std::size_t p0, std::size_t m, const T* const* rows) {
-    if (save && gemm) {
-      std::copy_n(x + p0 * g.c, m * g.c, save + p0 * g.c);
-    } else if (save && read_pixels) {
+  auto on_tile = [&](std::size_t p0, std::size_t m, const T* const* rows) {
+    if (save)
       for (std::size_t i = 0; i < m; ++i) std::copy_n(rows[i], g.c, save + (p0 + i) * g.c);
-    } else if (save && p0 == chunk * plan.chunk_rows) {
-      on_chunk(chunk);
-    }
   };
   const GatherShape gs = gemm ? GatherShape{1, g.cg(), false} : forward_gather_shape(g);
   detail::ensure_zeros(ws, std::max(g.c, gs.kc));  // grouped runs read at aoff = group * kc
@@ -362,7 +316,7 @@ void conv2d_backward_data(const ConvGeometry& g, const ConvPlan& plan, const T* 
       detail::pack_backward_data_panel(g, NR, reversed, w, q, dst);
     };
     detail::igemm_driver<T, MR, NR>(plan, gs.taps, gs.kc, g.groups, g.cg(), pack, ws, build,
-                                    store, [](std::size_t, std::size_t, std::size_t, auto) {});
+                                    store, [](std::size_t, std::size_t, auto) {});
   });
 }
 

@@ -186,18 +186,16 @@ class RowsReads {
   std::array<PhaseRun, 8> runs_{};  // the first phases' runs
 };
 
-// Rewrites x (N,H,W,C) as zero-padded planar rows, one padded row per parallel task, and
-// copies each row of x to `save` too when given (the forward's copy for backward, made while
-// the row is in cache). Rows and column phases no tap reads are left as they are.
+// Rewrites x (N,H,W,C) as zero-padded planar rows, one padded row per parallel task. Rows
+// and column phases no tap reads are left as they are.
 template <class T>
-void planarize_input(const ConvGeometry& g, const RowsLayout& l, const T* x, T* out, T* save) {
+void planarize_input(const ConvGeometry& g, const RowsLayout& l, const T* x, T* out) {
   const RowsReads reads(g);
   ::fusedcnn::detail::parallel_for(g.n * l.hp, [&](std::size_t r) {
     T* dst = out + r * l.row;
     const std::size_t n = r / l.hp, hp = r % l.hp;
     const bool padding = hp < g.pt || hp - g.pt >= g.h;
     const std::size_t at = padding ? 0 : (n * g.h + (hp - g.pt)) * g.w * g.c;
-    if (save && !padding) std::copy_n(x + at, g.w * g.c, save + at);
     if (!reads.row(hp)) return;
     if (padding) {
       std::fill_n(dst, l.row, T{0});
@@ -248,14 +246,14 @@ void planarize_dz(const ConvGeometry& g, const RowsLayout& l, const T* dz, T* ou
 }
 
 // The planar x: made anew by every forward (`fresh`), reused by the backward that follows
-// it when its x is the same buffer (the layer's cached copy, which only a forward rewrites).
-// A forward that copies x to `save` on the way records the copy as the planar x's source.
+// it when its x is the same buffer (the layer's kept input: x itself while lent unchanged;
+// a copy taken since, or a later forward's input, is another buffer).
 template <class T>
 const T* planar_input(const ConvGeometry& g, const RowsLayout& l, const T* x,
-                      ConvWorkspace<T>& ws, bool fresh, T* save = nullptr) {
+                      ConvWorkspace<T>& ws, bool fresh) {
   if (fresh || ws.planar_x_of != x || ws.planar_x.size() < g.n * l.hp * l.row) {
-    planarize_input(g, l, x, ensure_len(ws.planar_x, g.n * l.hp * l.row), save);
-    ws.planar_x_of = save ? save : x;
+    planarize_input(g, l, x, ensure_len(ws.planar_x, g.n * l.hp * l.row));
+    ws.planar_x_of = x;
   }
   return ws.planar_x.data();
 }
@@ -310,10 +308,10 @@ void pack_rows_data_weights(const ConvGeometry& g, const T* w, ConvWorkspace<T>&
 // row's last vector may spill past its end, and the next row overwrites the spill.
 template <class T, class Epi>
 void rows_forward(const ConvGeometry& g, const ConvPlan& plan, const T* x, ConvWorkspace<T>& ws,
-                  Epi& epi, T* save = nullptr) {
+                  Epi& epi) {
   constexpr std::size_t L = kernels::RowVec<T>::lanes, KB = kernels::row_fwd_max_kb<T>;
   const RowsLayout l = rows_layout<T>(g, plan);
-  const T* planar = detail::planar_input(g, l, x, ws, true, save);
+  const T* planar = detail::planar_input(g, l, x, ws, true);
   const std::size_t* off = detail::tap_offsets(g, l, ws.offsets);
   const std::size_t cg = g.cg(), kg = g.kg(), px = plan.row_nv * L, nsrc = g.taps() * cg;
   const std::size_t per_chunk = plan.chunk_rows / g.wo, out_rows = g.n * g.ho;

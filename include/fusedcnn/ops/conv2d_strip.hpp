@@ -89,13 +89,13 @@ struct StripPass {
   std::ptrdiff_t row0, row_step, tap_step, col0;
 };
 
-// Runs the strip kernel over every strip of the pass; each goes to epi(TileInfo), and
-// on_chunk(chunk) runs once per chunk before its strips. Padded source rows live in a per-thread
+// Runs the strip kernel over every strip of the pass; each goes to epi(TileInfo). Padded
+// source rows live in a per-thread
 // ring of `span` slots (the rows one output row's taps reach), so that consecutive output rows
 // reuse them and each source row is copied about once per chunk.
-template <class T, class Epi, class OnChunk>
+template <class T, class Epi>
 void strip_driver(const StripPass& s, const ConvPlan& plan, const T* src, const T* w,
-                  ConvWorkspace<T>& ws, Epi& epi, OnChunk&& on_chunk) {
+                  ConvWorkspace<T>& ws, Epi& epi) {
   constexpr std::size_t L = kernels::lanes<T>, R = kernels::strip_r;
   const std::size_t strips = (s.width + R - 1) / R, C = s.cs;
   // Whole vectors per row copy, so that the tile after them stays aligned for its stores.
@@ -115,7 +115,6 @@ void strip_driver(const StripPass& s, const ConvPlan& plan, const T* src, const 
                                                      W - s.col0);
   kernels::with_strip_kw(s.kw, [&]<std::size_t KW>() {
     ::fusedcnn::detail::parallel_for(plan.chunks, [&](std::size_t chunk) {
-      on_chunk(chunk);
       const std::size_t tid = ::fusedcnn::detail::thread_index();
       T* ring = scratch + tid * per_thread;
       T* tile = ring + span * row_len;
@@ -159,15 +158,15 @@ void strip_driver(const StripPass& s, const ConvPlan& plan, const T* src, const 
 
 }  // namespace detail
 
-// Forward through the strips; every strip goes to epi(TileInfo), on_chunk as in the driver.
-template <class T, class Epi, class OnChunk>
+// Forward through the strips; every strip goes to epi(TileInfo).
+template <class T, class Epi>
 void strips_forward(const ConvGeometry& g, const ConvPlan& plan, const T* x, ConvWorkspace<T>& ws,
-                    Epi& epi, OnChunk&& on_chunk) {
+                    Epi& epi) {
   const auto sh = static_cast<std::ptrdiff_t>(g.sh), dh = static_cast<std::ptrdiff_t>(g.dh);
   const detail::StripPass s{g.n, g.ho, g.wo, g.k, g.h, g.w, g.c, g.kh, g.kw,
                             -static_cast<std::ptrdiff_t>(g.pt), sh, dh,
                             -static_cast<std::ptrdiff_t>(g.pl)};
-  detail::strip_driver(s, plan, x, ws.packed.data(), ws, epi, on_chunk);
+  detail::strip_driver(s, plan, x, ws.packed.data(), ws, epi);
 }
 
 // Data gradient of a unit-stride convolution: input pixel (h, w) gathers dz at
@@ -181,7 +180,7 @@ void strips_backward_data(const ConvGeometry& g, const ConvPlan& plan, const T* 
                             -static_cast<std::ptrdiff_t>(g.dh),
                             static_cast<std::ptrdiff_t>(g.pl) - static_cast<std::ptrdiff_t>(g.kw - 1)};
   kernels::BiasActEpilogue<T, false> store{dx, g.c, nullptr};
-  detail::strip_driver(s, plan, dz, ws.packed.data(), ws, store, [](std::size_t) {});
+  detail::strip_driver(s, plan, dz, ws.packed.data(), ws, store);
 }
 
 }  // namespace fusedcnn::ops
