@@ -78,6 +78,39 @@ struct BiasActEpilogue {
     detail::store_row_major<T, Relu>(t.data, t.ld, t.m, t.n, bias ? bias + t.k0 : nullptr,
                                      y + t.p0 * ldy + t.k0, ldy);
   }
+
+  // The same for an igemm tile still in the kernel's accumulators (m x NV vectors, rows p0..,
+  // channels k0..k0+n-1): the same adds and stores, without the stack tile in between.
+  template <class V, std::size_t MR, std::size_t NV>
+  void registers(const typename V::R (&acc)[MR][NV], std::size_t m, std::size_t n,
+                 std::size_t p0, std::size_t k0) const noexcept {
+    T* dst = y + p0 * ldy + k0;
+    typename V::R b[NV];
+    typename V::M mask[NV];
+#pragma GCC unroll 4
+    for (std::size_t v = 0; v < NV; ++v) {
+      const std::size_t j = v * V::lanes;
+      mask[v] = V::first(n > j ? n - j : 0);
+      b[v] = bias ? V::load(mask[v], bias + k0 + j) : V::zero();
+    }
+    auto out = [&](std::size_t i, std::size_t v) {
+      typename V::R r = bias ? V::add(acc[i][v], b[v]) : acc[i][v];
+      if constexpr (Relu) r = V::relu(r);
+      return r;
+    };
+    if (n == NV * V::lanes) {
+#pragma GCC unroll 32
+      for (std::size_t i = 0; i < MR; ++i) {
+        if (i >= m) break;
+#pragma GCC unroll 4
+        for (std::size_t v = 0; v < NV; ++v) V::storeu(dst + i * ldy + v * V::lanes, out(i, v));
+      }
+      return;
+    }
+    for (std::size_t i = 0; i < m; ++i)
+      for (std::size_t v = 0; v * V::lanes < n; ++v)
+        V::store(mask[v], dst + i * ldy + v * V::lanes, out(i, v));
+  }
 };
 
 // z = tile + bias[k] is stored, and the tile's per-channel sums of d = z - shift and d^2 are

@@ -150,10 +150,7 @@ void igemm_driver(const ConvPlan& plan, std::size_t taps, std::size_t kc, std::s
           prefetch_rows(rows + (ti + 1) * tile_len, MR, g * kc, kc);
         kernels::igemm<T, MR, NR>(
             taps, kc, rows + ti * tile_len, w, g * kc, std::min(MR, end - p0), n,
-            [&](const T* t, std::size_t mm, std::size_t nn) {
-              epi(kernels::TileInfo<T>{t, NR, mm, nn, p0, g * n_per_group + col0, chunk,
-                                       chunk_p0});
-            });
+            kernels::TileSink<T, NR, Epi>{epi, p0, g * n_per_group + col0, chunk, chunk_p0});
         if (blk == 0 && q == q0) {
           const T* const* tile_rows = rows + ti * tile_len;
           on_tile(p0, std::min(MR, end - p0), tile_rows);

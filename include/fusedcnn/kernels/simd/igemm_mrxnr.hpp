@@ -51,6 +51,10 @@ inline void igemm_mrxnr(std::size_t taps, std::size_t kc, const T* const* rows, 
       }
     }
   }
+  if constexpr (requires { epi.template registers<V, MR, NV>(acc, m, n); }) {
+    epi.template registers<V, MR, NV>(acc, m, n);  // the epilogue takes the registers
+    return;
+  }
   alignas(64) T tile[MR * NR];
 #pragma GCC unroll 32
   for (std::size_t i = 0; i < MR; ++i)
