@@ -158,6 +158,54 @@ TEMPLATE_TEST_CASE("ConvBN equals the unfused chain on 300 random shapes, both m
   }
 }
 
+TEMPLATE_TEST_CASE("ConvBN forms dz where the row kernels read it, as the chain's dz",
+                   "[conv_bn][rows]", float, double) {
+  // Few-channel layers run both gradients through the row kernels, which read dz in planar
+  // form: the fused backward forms dz there from dy and Z (never storing it NHWC), with the
+  // conv bias gradient summed on the way. Strides 1 (gathered data gradient) and 2
+  // (scattered), dilation, every mode, with and without ReLU, and dx written over dy.
+  std::mt19937_64 rng(sizeof(TestType) == 4 ? 71 : 72);
+  struct Shape {
+    std::size_t n, h, w, c, k;
+    fusedcnn::Conv2DOptions o;
+  };
+  const Shape shapes[] = {
+      {2, 17, 23, 2, 2, {.kernel = {3, 3}, .padding = fusedcnn::Padding::same()}},
+      {3, 12, 31, 1, 3,
+       {.kernel = {3, 2}, .stride = {2, 2}, .padding = fusedcnn::Padding{1, 0, 1, 1}}},
+      {2, 19, 14, 3, 2,
+       {.kernel = {2, 3}, .padding = fusedcnn::Padding::symmetric(2, 2), .dilation = {2, 2}}},
+      // the widest row tile: 8 float channels (4 doubles)
+      {2, 16, 16, 32 / sizeof(TestType), 32 / sizeof(TestType),
+       {.kernel = {3, 3}, .padding = fusedcnn::Padding::same()}}};
+  for (const Shape& s : shapes)
+    for (int mode = 0; mode < 4; ++mode) {
+      const bool training = mode % 2 == 0, relu = mode / 2 == 0;
+      INFO("shape " << s.n << "," << s.h << "," << s.w << "," << s.c << "->" << s.k
+                    << (training ? " train" : " eval") << (relu ? " relu" : ""));
+      const auto g = fusedcnn::ops::make_geometry({s.n, s.h, s.w, s.c}, s.k, s.o);
+      REQUIRE(fusedcnn::ops::backward_reads_planar_dz<TestType>(g));
+      Chain<TestType> chain{Conv2D<TestType>(s.c, s.k, s.o), BatchNorm2D<TestType>(s.k), relu, {},
+                            {}};
+      support::fill(chain.bn.weight(), rng, 0.5, 1.5);
+      support::fill(chain.bn.bias(), rng);
+      support::fill(chain.bn.running_mean(), rng, -0.2, 0.2);
+      support::fill(chain.bn.running_var(), rng, 0.5, 2);
+      chain.conv.train(training);
+      chain.bn.train(training);
+      ConvBN<TestType> fused(chain.conv, chain.bn, relu ? Activation::relu : Activation::none);
+      Tensor<TestType> x({s.n, s.h, s.w, s.c});
+      support::fill(x, rng);
+      const Tensor<TestType> yf = fused.forward(x), yc = chain.forward(x);
+      Tensor<TestType> dy(yc.shape());
+      support::fill(dy, rng);
+      Tensor<TestType> dxf = dy;  // dx written over dy (resized to the input's shape)
+      fused.backward(dxf, dxf);
+      const Tensor<TestType> dxc = chain.backward(dy);
+      compare(fused, chain, yf, yc, dxf, dxc, dy);
+    }
+}
+
 TEST_CASE("ConvBN keeps accurate statistics for a channel with mean 1e4", "[conv_bn][numerics]") {
   // The fused statistics come from the conv epilogue's tiles; they must equal the variance of
   // the float z they summarise (computed here in double from a plain Conv2D's output, which

@@ -197,6 +197,24 @@ class Conv2D {
   }
 
 
+  // Whether backward_with_dz can run the backward of the cached forward of geometry g.
+  bool takes_dz_prologue(const ops::ConvGeometry& g) const noexcept {
+    return !read_pixels_ && ops::backward_reads_planar_dz<T>(g);
+  }
+  // Backward of the cached forward with dz formed by make_dz(p0, np, dst) where the row kernels
+  // read it (ops::rows_backward_with_dz): grads accumulate, dx written.
+  template <class MakeDz>
+  void backward_with_dz(const ops::ConvGeometry& g, MakeDz&& make_dz, Tensor<T>& dx) {
+    ops::rows_backward_with_dz(
+        g, cached_x(), weight_.data(), make_dz, weight_grad_.data(),
+        opts_.bias ? bias_grad_.data() : nullptr,
+        [&] {
+          detail::ensure_shape(dx, g.in_shape());
+          return dx.data();
+        },
+        ws_);
+  }
+
   static Conv2DOptions validated(std::size_t in, std::size_t out, const Conv2DOptions& o) {
     auto fail = [](auto... parts) { throw value_error(detail::cat("Conv2D: ", parts...)); };
     if (in == 0 || out == 0) fail("in_channels and out_channels must be >= 1, got ", in, " and ", out);

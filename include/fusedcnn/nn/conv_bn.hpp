@@ -8,7 +8,10 @@
 //                              conv epilogue: the conv writes Y and that is all.
 //   backward: one pass over G and Z gives sum g and sum g*xhat with the ReLU mask recomputed
 //             from Z (no saved mask, no ReLU pass), one pass forms dZ, which feeds both
-//             convolution gradients. With running statistics, backward first recomputes Z.
+//             convolution gradients. Where both run through the row kernels (few channels),
+//             dZ is formed as their planar dZ is made, a chunk in L1 at a time, and never
+//             stored (ops::rows_backward_with_dz). With running statistics, backward first
+//             recomputes Z.
 // Kept between forward and backward: X (lent by the caller's tensor, see Tensor::lend) and Z
 // (the unfused chain also keeps a copy of Z in BN and the ReLU mask); with running
 // statistics only X.
@@ -87,6 +90,15 @@ class ConvBN {
     const ops::BnGrad<T> grad{dy.data(), act_ == Activation::relu ? &f : nullptr};
     bn_.backward_coefficients(grad, rows);
     const ops::BnAffine<T> centre = bn_.affine();  // refreshed: gamma may have changed
+    if (conv_.takes_dz_prologue(g)) {  // dz formed where the row kernels read it, never stored
+      const ops::BnDz<T> form(grad.relu_of, g.k, centre, bn_.k1_.data(), bn_.k2_.data(),
+                              bn_.k3_.data());
+      auto make_dz = [&](std::size_t p0, std::size_t np, T* dst) {
+        form(bn_.z_.data() + p0 * g.k, dy.data() + p0 * g.k, np, dst);
+      };
+      conv_.backward_with_dz(g, make_dz, dx);  // dy is read before dx is written: dx may be dy
+      return;
+    }
     detail::ensure_shape(dz_, g.out_shape());
     ops::bn_backward_data(bn_.z_.data(), grad, rows, g.k, centre, bn_.k1_.data(),
                           bn_.k2_.data(), bn_.k3_.data(), dz_.data());

@@ -200,7 +200,7 @@ inline std::size_t bn_super_width(std::size_t C) noexcept { return C * (64 / C);
 // dst[j] = src[j % C] for j < R.
 template <class T>
 void repeat_channels(const T* src, std::size_t C, std::size_t R, T* dst) noexcept {
-  for (std::size_t j = 0; j < R; ++j) dst[j] = src[j % C];
+  for (std::size_t j = 0; j < R; j += C) std::copy_n(src, std::min(C, R - j), dst + j);
 }
 
 // A BnAffine repeated to R channels, with its storage.
@@ -395,37 +395,67 @@ void bn_backward_sums(const T* z, const BnGrad<T>& grad, std::size_t rows, std::
     }
 }
 
-// dz = k1[c] * g + k2[c] * (z - mean[c]) + k3[c]: the training-mode data gradient
-// (gamma/sigma) * (g - sum_g/M - xhat * sum_gxhat/M) expanded per channel, or the eval-mode
-// one (k2 = k3 = 0). `centre` supplies z - mean. dz may alias dy.
+// dz = k1[c] * g + k2[c] * (z - mean[c]) + k3[c] for runs of rows, on the calling thread: the
+// training-mode data gradient (gamma/sigma) * (g - sum_g/M - xhat * sum_gxhat/M) expanded per
+// channel, or the eval-mode one (k2 = k3 = 0). `centre` supplies z - mean; grad.relu_of, when
+// set, masks g. Fewer than bn_narrow channels run as super-rows of whole vectors, their
+// coefficients widened once here. Not copyable (the widened maps point into themselves).
+// bn_backward_data runs it over chunks; the prologue of a backward that forms dz where it is
+// consumed (rows_backward_with_dz) runs it per output row.
+template <class T>
+class BnDz {
+ public:
+  BnDz(const BnAffine<T>* relu_of, std::size_t C, const BnAffine<T>& centre, const T* k1,
+       const T* k2, const T* k3) noexcept
+      : relu_of_(relu_of), C_(C), R_(detail::bn_super_width(C)), centre_(centre), k1_(k1),
+        k2_(k2), k3_(k3), cen_(centre, C, R_), relu_(relu_of ? *relu_of : centre, C, R_) {
+    if (C_ >= detail::bn_narrow) return;
+    detail::repeat_channels(k1, C, R_, w1_);
+    detail::repeat_channels(k2, C, R_, w2_);
+    detail::repeat_channels(k3, C, R_, w3_);
+  }
+  BnDz(const BnDz&) = delete;
+  BnDz& operator=(const BnDz&) = delete;
+
+  // dz for `rows` rows of z and dy (dz may alias dy).
+  void operator()(const T* z, const T* dy, std::size_t rows, T* dz) const noexcept {
+    if (C_ >= detail::bn_narrow)
+      return run(z, BnGrad<T>{dy, relu_of_}, 0, rows, C_, centre_, k1_, k2_, k3_, dz);
+    const std::size_t S = rows * C_ / R_, done = S * R_ / C_;
+    if (S)
+      run(z, BnGrad<T>{dy, relu_of_ ? &relu_.f : nullptr}, 0, S, R_, cen_.f, w1_, w2_, w3_, dz);
+    run(z, BnGrad<T>{dy, relu_of_}, done, rows, C_, centre_, k1_, k2_, k3_, dz);
+  }
+
+ private:
+  static void run(const T* z, const BnGrad<T>& g, std::size_t r0, std::size_t r1,
+                  std::size_t width, const BnAffine<T>& cen, const T* w1, const T* w2,
+                  const T* w3, T* dz) noexcept {
+    if (g.relu_of) {
+      detail::bn_dz_rows<T, true>(z, g, r0, r1, width, cen, w1, w2, w3, dz);
+    } else {
+      detail::bn_dz_rows<T, false>(z, g, r0, r1, width, cen, w1, w2, w3, dz);
+    }
+  }
+
+  const BnAffine<T>* relu_of_;
+  std::size_t C_, R_;
+  BnAffine<T> centre_;
+  const T *k1_, *k2_, *k3_;
+  detail::WideAffine<T> cen_, relu_;
+  T w1_[64] = {}, w2_[64] = {}, w3_[64] = {};
+};
+
+// BnDz over all rows, in parallel chunks (of whole super-rows when narrow).
 template <class T>
 void bn_backward_data(const T* z, const BnGrad<T>& grad, std::size_t rows, std::size_t C,
                       const BnAffine<T>& centre, const T* k1, const T* k2, const T* k3, T* dz) {
-  if (C < detail::bn_narrow) {
-    const std::size_t R = detail::bn_super_width(C), S = rows * C / R, done = S * R / C;
-    const detail::WideAffine<T> cen(centre, C, R);
-    detail::WideAffine<T> relu(grad.relu_of ? *grad.relu_of : centre, C, R);
-    T w1[64], w2[64], w3[64];
-    detail::repeat_channels(k1, C, R, w1);
-    detail::repeat_channels(k2, C, R, w2);
-    detail::repeat_channels(k3, C, R, w3);
-    if (S)
-      bn_backward_data(z, BnGrad<T>{grad.dy, grad.relu_of ? &relu.f : nullptr}, S, R, cen.f,
-                       w1, w2, w3, dz);
-    if (grad.relu_of) {
-      detail::bn_dz_rows<T, true>(z, grad, done, rows, C, centre, k1, k2, k3, dz);
-    } else {
-      detail::bn_dz_rows<T, false>(z, grad, done, rows, C, centre, k1, k2, k3, dz);
-    }
-    return;
-  }
-  ::fusedcnn::detail::parallel_for(bn_chunks(rows), [&](std::size_t ci) {
-    const std::size_t r0 = ci * bn_rows_per_chunk, r1 = std::min(rows, r0 + bn_rows_per_chunk);
-    if (grad.relu_of) {
-      detail::bn_dz_rows<T, true>(z, grad, r0, r1, C, centre, k1, k2, k3, dz);
-    } else {
-      detail::bn_dz_rows<T, false>(z, grad, r0, r1, C, centre, k1, k2, k3, dz);
-    }
+  const BnDz<T> form(grad.relu_of, C, centre, k1, k2, k3);
+  const std::size_t per =
+      C < detail::bn_narrow ? bn_rows_per_chunk * (64 / C) : bn_rows_per_chunk;
+  ::fusedcnn::detail::parallel_for((rows + per - 1) / per, [&](std::size_t ci) {
+    const std::size_t r0 = ci * per, n = std::min(rows, r0 + per) - r0;
+    form(z + r0 * C, grad.dy + r0 * C, n, dz + r0 * C);
   });
 }
 

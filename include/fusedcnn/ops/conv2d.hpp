@@ -271,6 +271,13 @@ ConvPlan plan_backward_data(const ConvGeometry& g) noexcept {
   return plan_igemm<T>(g.in_pixels(), g.cg());
 }
 
+// Whether both gradients of g run through the row kernels, which read dz only in planar
+// form: a producer of dz can then form it there (rows_backward_with_dz).
+template <class T>
+bool backward_reads_planar_dz(const ConvGeometry& g) noexcept {
+  return !use_depthwise(g) && use_rows<T>(g) && plan_backward_data<T>(g).by_rows;
+}
+
 // Prepares the data gradient's weights for the plan's family (transposed: columns are input
 // channels, contraction over output channels); the igemm family packs them on its way.
 template <class T>

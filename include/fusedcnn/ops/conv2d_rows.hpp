@@ -226,23 +226,74 @@ void planarize_input(const ConvGeometry& g, const RowsLayout& l, const T* x, T* 
   });
 }
 
-// Rewrites dz (N*Ho*Wo, K) as [N*Ho][K][dz_len] runs: dz_lp zeros, Wo values, zeros.
+// Writes output row r of dz (src: Wo pixels of K values) as its [K][dz_len] planar runs:
+// dz_lp zeros, Wo values, zeros.
+template <class T>
+void planarize_dz_row(const ConvGeometry& g, const RowsLayout& l, const T* src, T* row) {
+  for (std::size_t k = 0; k < g.k; ++k) {
+    std::fill_n(row + k * l.dz_len, l.dz_lp, T{0});
+    std::fill(row + k * l.dz_len + l.dz_lp + g.wo, row + (k + 1) * l.dz_len, T{0});
+  }
+  T* dst = row + l.dz_lp;
+  if (deinterleave_any(g.k, src, g.wo, dst, l.dz_len)) return;
+  for (std::size_t k = 0; k < g.k; ++k) {
+    T* d = dst + k * l.dz_len;
+    for (std::size_t i = 0; i < g.wo; ++i) d[i] = src[i * g.k + k];
+  }
+}
+
+// Rewrites dz (N*Ho*Wo, K) as [N*Ho][K][dz_len] runs, an output row per parallel task.
 template <class T>
 void planarize_dz(const ConvGeometry& g, const RowsLayout& l, const T* dz, T* out) {
   ::fusedcnn::detail::parallel_for(g.n * g.ho, [&](std::size_t r) {
-    T* row = out + r * g.k * l.dz_len;
-    const T* src = dz + r * g.wo * g.k;
-    for (std::size_t k = 0; k < g.k; ++k) {
-      std::fill_n(row + k * l.dz_len, l.dz_lp, T{0});
-      std::fill(row + k * l.dz_len + l.dz_lp + g.wo, row + (k + 1) * l.dz_len, T{0});
-    }
-    T* dst = row + l.dz_lp;
-    if (deinterleave_any(g.k, src, g.wo, dst, l.dz_len)) return;
-    for (std::size_t k = 0; k < g.k; ++k) {
-      T* d = dst + k * l.dz_len;
-      for (std::size_t i = 0; i < g.wo; ++i) d[i] = src[i * g.k + k];
-    }
+    planarize_dz_row(g, l, dz + r * g.wo * g.k, out + r * g.k * l.dz_len);
   });
+}
+
+// s[k] = sum over the n pixels of v (n x K, NHWC) of channel k, in double. Fewer than 32
+// channels are summed as super-rows of K * (64 / K) values (independent accumulators, whole
+// vectors), folded per channel after.
+template <class T>
+void channel_sums(const T* v, std::size_t n, std::size_t K, double* s) noexcept {
+  std::fill_n(s, K, 0.0);
+  const std::size_t R = K < 32 ? K * (64 / K) : 0, S = R ? n * K / R : 0;
+  if (S) {
+    double acc[64] = {};
+    for (std::size_t i = 0; i < S; ++i) {
+      FUSEDCNN_IVDEP
+      for (std::size_t j = 0; j < R; ++j) acc[j] += static_cast<double>(v[i * R + j]);
+    }
+    for (std::size_t k = 0; k < K; ++k)
+      for (std::size_t j = k; j < R; j += K) s[k] += acc[j];
+  }
+  for (std::size_t i = S * R / K; i < n; ++i) {
+    FUSEDCNN_IVDEP
+    for (std::size_t k = 0; k < K; ++k) s[k] += static_cast<double>(v[i * K + k]);
+  }
+}
+
+// The planar dz straight from its producer: make_dz(p0, np, dst) writes the np pixels of dz
+// from pixel p0 on to dst (NHWC), a chunk of whole output rows (about 256 pixels) at a time
+// into a per-thread buffer that stays in L1, so dz itself is never written out and read back.
+// Each chunk's channel sums (for the bias gradient) go to sums[chunk * K + k], in double;
+// returns the number of chunks (a function of the shape alone).
+template <class T, class MakeDz>
+std::size_t planarize_dz_from(const ConvGeometry& g, const RowsLayout& l, MakeDz& make_dz,
+                              T* out, Tensor<double, 1>& sums_buf, ConvWorkspace<T>& ws) {
+  const std::size_t per_chunk = rows_per_chunk(g.wo), out_rows = g.n * g.ho;
+  const std::size_t chunks = (out_rows + per_chunk - 1) / per_chunk, len = per_chunk * g.wo * g.k;
+  T* scratch = ensure_len(ws.scratch, ::fusedcnn::detail::max_threads() * len);
+  if (sums_buf.size() < chunks * g.k) sums_buf = Tensor<double, 1>({chunks * g.k});
+  double* sums = sums_buf.data();
+  ::fusedcnn::detail::parallel_for(chunks, [&](std::size_t ci) {
+    T* buf = scratch + ::fusedcnn::detail::thread_index() * len;
+    const std::size_t r0 = ci * per_chunk, nr = std::min(out_rows, r0 + per_chunk) - r0;
+    make_dz(r0 * g.wo, nr * g.wo, buf);
+    channel_sums(buf, nr * g.wo, g.k, sums + ci * g.k);
+    for (std::size_t r = 0; r < nr; ++r)
+      planarize_dz_row(g, l, buf + r * g.wo * g.k, out + (r0 + r) * g.k * l.dz_len);
+  });
+  return chunks;
 }
 
 // The planar x: made anew by every forward (`fresh`), reused by the backward that follows
@@ -459,14 +510,13 @@ void rows_backward_data(const ConvGeometry& g, const ConvPlan& plan, const T* dz
 
 // Weight gradient through the row kernels: per chunk of output rows, every (tap, input
 // channel, output-channel block) is one reduction; chunk partials are added in order.
+namespace detail {
+// rows_backward_weights from a ready planar dz (dzp, layout l).
 template <class T>
-void rows_backward_weights(const ConvGeometry& g, const T* x, const T* dz, T* dw,
-                           ConvWorkspace<T>& ws) {
-  const ConvPlan plan = plan_rows<T>(g);
-  const RowsLayout l = rows_layout<T>(g, plan);
-  const T* planar = detail::planar_input(g, l, x, ws, false);
-  const T* dzp = detail::planar_dz(g, l, dz, ws, true);
-  const std::size_t* off = detail::tap_offsets(g, l, ws.offsets);
+void rows_backward_weights_planar(const ConvGeometry& g, const RowsLayout& l, const T* x,
+                                  const T* dzp, T* dw, ConvWorkspace<T>& ws) {
+  const T* planar = planar_input(g, l, x, ws, false);
+  const std::size_t* off = tap_offsets(g, l, ws.offsets);
   const std::size_t cg = g.cg(), kg = g.kg(), K = g.k, taps = g.taps();
   // Chunks of whole output rows, ~P/16 pixels each within [256, 4096]: long enough that the
   // per-call lane reductions of the kernel stay a small part of its work, yet enough chunks
@@ -510,7 +560,45 @@ void rows_backward_weights(const ConvGeometry& g, const T* x, const T* dz, T* dw
           }
         }
   });
-  detail::add_chunk_partials(partial, nchunks, wsize, dw);
+  add_chunk_partials(partial, nchunks, wsize, dw);
+}
+}  // namespace detail
+
+template <class T>
+void rows_backward_weights(const ConvGeometry& g, const T* x, const T* dz, T* dw,
+                           ConvWorkspace<T>& ws) {
+  const RowsLayout l = rows_layout<T>(g, plan_rows<T>(g));
+  detail::rows_backward_weights_planar(g, l, x, detail::planar_dz(g, l, dz, ws, true), dw, ws);
+}
+
+// The whole backward of a convolution whose two gradients both run through the row kernels
+// (backward_reads_planar_dz(g)), with dz formed by its producer while it is made planar
+// (planarize_dz_from): dw and db (may be null) accumulate, and dx_out() (called once dz is
+// formed, so dx may take the storage of what dz was made from) gives dx to overwrite; w are
+// the HWIO weights. No NHWC dz is written or read.
+template <class T, class MakeDz, class DxOut>
+void rows_backward_with_dz(const ConvGeometry& g, const T* x, const T* w, MakeDz&& make_dz,
+                           T* dw, T* db, DxOut&& dx_out, ConvWorkspace<T>& ws) {
+  const ConvPlan plan = plan_rows<T>(g);
+  const RowsLayout l = rows_layout<T>(g, plan);
+  T* dzp = detail::ensure_len(ws.planar_dz, g.n * g.ho * g.k * l.dz_len);
+  const std::size_t chunks = detail::planarize_dz_from(g, l, make_dz, dzp, ws.bias_partial, ws);
+  ws.planar_dz_of = nullptr;  // not the planar form of any dz buffer
+  detail::rows_backward_weights_planar(g, l, x, static_cast<const T*>(dzp), dw, ws);
+  if (db) {
+    const double* sums = ws.bias_partial.data();
+    for (std::size_t k = 0; k < g.k; ++k) {
+      double t = 0.0;
+      for (std::size_t ci = 0; ci < chunks; ++ci) t += sums[ci * g.k + k];
+      db[k] += static_cast<T>(t);
+    }
+  }
+  pack_rows_data_weights(g, w, ws);
+  T* dx = dx_out();
+  if (rows_data_gathers(g))
+    detail::rows_backward_data_gather(g, plan, l, static_cast<const T*>(dzp), dx, ws);
+  else
+    detail::rows_backward_data_scatter(g, plan, l, static_cast<const T*>(dzp), dx, ws);
 }
 
 }  // namespace fusedcnn::ops
