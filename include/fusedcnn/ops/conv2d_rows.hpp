@@ -494,22 +494,28 @@ void rows_backward_data_scatter(const ConvGeometry& g, const ConvPlan& plan, con
 }
 }  // namespace detail
 
-// Data gradient through the row kernels, gathering for stride 1 and scattering otherwise.
-// Overwrites dx.
+namespace detail {
+// The data gradient from a ready planar dz (dzp, layout l), gathering for stride 1 and
+// scattering otherwise. Overwrites dx.
+template <class T>
+void rows_backward_data_planar(const ConvGeometry& g, const ConvPlan& plan, const RowsLayout& l,
+                               const T* dzp, T* dx, ConvWorkspace<T>& ws) {
+  if (rows_data_gathers(g))
+    rows_backward_data_gather(g, plan, l, dzp, dx, ws);
+  else
+    rows_backward_data_scatter(g, plan, l, dzp, dx, ws);
+}
+}  // namespace detail
+
+// Data gradient through the row kernels. Overwrites dx.
 template <class T>
 void rows_backward_data(const ConvGeometry& g, const ConvPlan& plan, const T* dz, T* dx,
                         ConvWorkspace<T>& ws) {
   const RowsLayout l = rows_layout<T>(g, plan);
-  const T* dzp = detail::planar_dz(g, l, dz, ws, false);
-  if (rows_data_gathers(g))
-    detail::rows_backward_data_gather(g, plan, l, dzp, dx, ws);
-  else
-    detail::rows_backward_data_scatter(g, plan, l, dzp, dx, ws);
+  detail::rows_backward_data_planar(g, plan, l, detail::planar_dz(g, l, dz, ws, false), dx, ws);
   ws.planar_dz_of = nullptr;  // the next backward's dz may live at the same address
 }
 
-// Weight gradient through the row kernels: per chunk of output rows, every (tap, input
-// channel, output-channel block) is one reduction; chunk partials are added in order.
 namespace detail {
 // rows_backward_weights from a ready planar dz (dzp, layout l).
 template <class T>
@@ -564,6 +570,8 @@ void rows_backward_weights_planar(const ConvGeometry& g, const RowsLayout& l, co
 }
 }  // namespace detail
 
+// Weight gradient through the row kernels: per chunk of output rows, every (tap, input
+// channel, output-channel block) is one reduction; chunk partials are added in order.
 template <class T>
 void rows_backward_weights(const ConvGeometry& g, const T* x, const T* dz, T* dw,
                            ConvWorkspace<T>& ws) {
@@ -594,11 +602,7 @@ void rows_backward_with_dz(const ConvGeometry& g, const T* x, const T* w, MakeDz
     }
   }
   pack_rows_data_weights(g, w, ws);
-  T* dx = dx_out();
-  if (rows_data_gathers(g))
-    detail::rows_backward_data_gather(g, plan, l, static_cast<const T*>(dzp), dx, ws);
-  else
-    detail::rows_backward_data_scatter(g, plan, l, static_cast<const T*>(dzp), dx, ws);
+  detail::rows_backward_data_planar(g, plan, l, static_cast<const T*>(dzp), dx_out(), ws);
 }
 
 }  // namespace fusedcnn::ops
