@@ -438,53 +438,19 @@ void conv2d_backward_weights(const ConvGeometry& g, const T* x, const T* dz, T* 
   if (partial) detail::add_chunk_partials(partial, nchunks, wsize, dw);
 }
 
-namespace detail {
-// out[k] = sum over rows of d[r * K + k], per fixed 256-row chunk in double, chunks added in
-// order (part holds the chunk partials).
-template <class T>
-void column_sums(const T* d, std::size_t rows, std::size_t K, double* out,
-                 Tensor<double, 1>& part_buf) {
-  const std::size_t nchunks = (rows + 255) / 256;
-  if (part_buf.size() < nchunks * K) part_buf = Tensor<double, 1>({nchunks * K});
-  double* part = part_buf.data();
-  ::fusedcnn::detail::parallel_for(nchunks, [&](std::size_t ci) {
-    double* acc = part + ci * K;
-    std::fill_n(acc, K, 0.0);
-    const std::size_t pend = std::min(rows, (ci + 1) * 256);
-    for (std::size_t p = ci * 256; p < pend; ++p) {
-      const T* row = d + p * K;
-      FUSEDCNN_IVDEP
-      for (std::size_t k = 0; k < K; ++k) acc[k] += static_cast<double>(row[k]);
-    }
-  });
-  std::fill_n(out, K, 0.0);
-  for (std::size_t ci = 0; ci < nchunks; ++ci)
-    for (std::size_t k = 0; k < K; ++k) out[k] += part[ci * K + k];
-}
-}  // namespace detail
-
-// Bias gradient: db[k] += sum over pixels of dz[p, k] in double. Fewer than 16 channels are
-// summed as 64-element super-rows (64 / K pixels each) so the loop runs on full vectors, and
-// the columns of one channel are folded in order.
+// Bias gradient: db[k] += sum over pixels of dz[p, k] in double: channel_sums of fixed
+// chunks of pixels (256 rows of whole vectors), in parallel, the chunks added in order.
 template <class T>
 void conv2d_backward_bias(const ConvGeometry& g, const T* dz, T* db, ConvWorkspace<T>& ws) {
   const std::size_t P = g.pixels(), K = g.k;
-  if (K >= 16) {
-    if (ws.bias_sums.size() < K) ws.bias_sums = Tensor<double, 1>({K});
-    double* s = ws.bias_sums.data();
-    detail::column_sums(dz, P, K, s, ws.bias_partial);
-    for (std::size_t k = 0; k < K; ++k) db[k] += static_cast<T>(s[k]);
-    return;
-  }
-  const std::size_t R = K * (64 / K), S = P * K / R;
-  double wide[64] = {};
-  if (S) detail::column_sums(dz, S, R, wide, ws.bias_partial);
-  for (std::size_t k = 0; k < K; ++k) {
-    double s = 0;
-    for (std::size_t j = k; j < R; j += K) s += wide[j];
-    for (std::size_t p = S * R / K; p < P; ++p) s += static_cast<double>(dz[p * K + k]);
-    db[k] += static_cast<T>(s);
-  }
+  const std::size_t per = K < 32 ? 256 * (64 / K) : 256, chunks = (P + per - 1) / per;
+  if (ws.bias_partial.size() < chunks * K) ws.bias_partial = Tensor<double, 1>({chunks * K});
+  double* part = ws.bias_partial.data();
+  ::fusedcnn::detail::parallel_for(chunks, [&](std::size_t ci) {
+    const std::size_t p0 = ci * per;
+    detail::channel_sums(dz + p0 * K, std::min(P, p0 + per) - p0, K, part + ci * K);
+  });
+  detail::add_channel_sums(part, chunks, K, db);
 }
 
 }  // namespace fusedcnn::ops

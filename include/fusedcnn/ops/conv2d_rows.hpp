@@ -250,28 +250,6 @@ void planarize_dz(const ConvGeometry& g, const RowsLayout& l, const T* dz, T* ou
   });
 }
 
-// s[k] = sum over the n pixels of v (n x K, NHWC) of channel k, in double. Fewer than 32
-// channels are summed as super-rows of K * (64 / K) values (independent accumulators, whole
-// vectors), folded per channel after.
-template <class T>
-void channel_sums(const T* v, std::size_t n, std::size_t K, double* s) noexcept {
-  std::fill_n(s, K, 0.0);
-  const std::size_t R = K < 32 ? K * (64 / K) : 0, S = R ? n * K / R : 0;
-  if (S) {
-    double acc[64] = {};
-    for (std::size_t i = 0; i < S; ++i) {
-      FUSEDCNN_IVDEP
-      for (std::size_t j = 0; j < R; ++j) acc[j] += static_cast<double>(v[i * R + j]);
-    }
-    for (std::size_t k = 0; k < K; ++k)
-      for (std::size_t j = k; j < R; j += K) s[k] += acc[j];
-  }
-  for (std::size_t i = S * R / K; i < n; ++i) {
-    FUSEDCNN_IVDEP
-    for (std::size_t k = 0; k < K; ++k) s[k] += static_cast<double>(v[i * K + k]);
-  }
-}
-
 // The planar dz straight from its producer: make_dz(p0, np, dst) writes the np pixels of dz
 // from pixel p0 on to dst (NHWC), a chunk of whole output rows (about 256 pixels) at a time
 // into a per-thread buffer that stays in L1, so dz itself is never written out and read back.
@@ -593,14 +571,7 @@ void rows_backward_with_dz(const ConvGeometry& g, const T* x, const T* w, MakeDz
   const std::size_t chunks = detail::planarize_dz_from(g, l, make_dz, dzp, ws.bias_partial, ws);
   ws.planar_dz_of = nullptr;  // not the planar form of any dz buffer
   detail::rows_backward_weights_planar(g, l, x, static_cast<const T*>(dzp), dw, ws);
-  if (db) {
-    const double* sums = ws.bias_partial.data();
-    for (std::size_t k = 0; k < g.k; ++k) {
-      double t = 0.0;
-      for (std::size_t ci = 0; ci < chunks; ++ci) t += sums[ci * g.k + k];
-      db[k] += static_cast<T>(t);
-    }
-  }
+  if (db) detail::add_channel_sums(ws.bias_partial.data(), chunks, g.k, db);
   pack_rows_data_weights(g, w, ws);
   detail::rows_backward_data_planar(g, plan, l, static_cast<const T*>(dzp), dx_out(), ws);
 }

@@ -109,7 +109,6 @@ struct ConvWorkspace {
   Tensor<T, 1> zeros;              // the shared zero row padding points at
   Tensor<T, 1> partial;            // per-chunk weight-gradient partial sums
   Tensor<double, 1> bias_partial;  // per-chunk bias-gradient partial sums
-  Tensor<double, 1> bias_sums;     // their per-channel totals
   std::vector<const T*> rows;      // per-thread row pointers of one tile
   Tensor<T, 1> windows;            // per-thread copies of gather windows that cross padding
   // Row family only: planar copies of x and dz, per-thread row scratch, tap offsets.
@@ -171,6 +170,39 @@ void add_chunk_partials(const T* partial, std::size_t nchunks, std::size_t len, 
       dw[e] += s;
     }
   });
+}
+
+// s[k] = sum over the n pixels of v (n x K, NHWC) of channel k, in double. Fewer than 32
+// channels are summed as super-rows of K * (64 / K) values (independent accumulators, whole
+// vectors), folded per channel after.
+template <class T>
+void channel_sums(const T* v, std::size_t n, std::size_t K, double* s) noexcept {
+  std::fill_n(s, K, 0.0);
+  const std::size_t R = K < 32 ? K * (64 / K) : 0, S = R ? n * K / R : 0;
+  if (S) {
+    double acc[64] = {};
+    for (std::size_t i = 0; i < S; ++i) {
+      FUSEDCNN_IVDEP
+      for (std::size_t j = 0; j < R; ++j) acc[j] += static_cast<double>(v[i * R + j]);
+    }
+    for (std::size_t k = 0; k < K; ++k)
+      for (std::size_t j = k; j < R; j += K) s[k] += acc[j];
+  }
+  for (std::size_t i = S * R / K; i < n; ++i) {
+    FUSEDCNN_IVDEP
+    for (std::size_t k = 0; k < K; ++k) s[k] += static_cast<double>(v[i * K + k]);
+  }
+}
+
+// db[k] += sum over chunks of part[chunk * K + k] (channel_sums of fixed chunks), chunks
+// added in order in double, so the result does not depend on the thread count.
+template <class T>
+void add_channel_sums(const double* part, std::size_t chunks, std::size_t K, T* db) noexcept {
+  for (std::size_t k = 0; k < K; ++k) {
+    double t = 0.0;
+    for (std::size_t ci = 0; ci < chunks; ++ci) t += part[ci * K + k];
+    db[k] += static_cast<T>(t);
+  }
 }
 
 }  // namespace detail
