@@ -291,6 +291,7 @@ int main(int argc, char** argv) {
     }
     return out;
   };
+  std::vector<std::string> only;  // case names to keep (all when empty)
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a.rfind("--suite=", 0) == 0) suites = split(a.substr(8));
@@ -298,9 +299,10 @@ int main(int argc, char** argv) {
     else if (a.rfind("--threads=", 0) == 0) threads = std::max(1, std::atoi(a.c_str() + 10));
     else if (a.rfind("--seed=", 0) == 0) seed = std::strtoull(a.c_str() + 7, nullptr, 10);
     else if (a.rfind("--pairs=", 0) == 0) pairs = std::max(1, std::atoi(a.c_str() + 8));
+    else if (a.rfind("--case=", 0) == 0) only = split(a.substr(7));
     else {
       std::printf("bench_onednn [--suite=seed,random,resnet,small] [--mode=conv_fwd,infer,train_fwd,train_step]\n"
-                  "             [--threads=N] [--seed=S] [--pairs=P]\n");
+                  "             [--threads=N] [--seed=S] [--pairs=P] [--case=n4h56w56c64k64r3s1p1,...]\n");
       return a == "--help" ? 0 : 2;
     }
   }
@@ -313,7 +315,8 @@ int main(int argc, char** argv) {
   for (const auto& s : suites) {
     std::vector<Case> part = s == "seed" ? bench::seed_suite(seed) : s == "random" ? bench::random_suite(seed)
                            : s == "resnet" ? bench::resnet_suite() : bench::small_suite();
-    cases.insert(cases.end(), part.begin(), part.end());
+    for (const Case& c : part)
+      if (only.empty() || std::find(only.begin(), only.end(), c.name()) != only.end()) cases.push_back(c);
   }
   std::printf("fusedcnn vs oneDNN %d.%d, float, %d thread%s, ISA %s, FMA peak %.1f GFLOP/s; median of %d interleaved pairs\n",
               dnnl_version()->major, dnnl_version()->minor, threads, threads == 1 ? "" : "s",

@@ -42,13 +42,12 @@ inline GatherShape forward_gather_shape(const ConvGeometry& g) noexcept {
 template <class T>
 void copy_window(const T* row, std::size_t first, std::size_t lead, std::size_t width,
                  std::size_t kw, std::size_t C, T* dst) {
-  for (std::size_t b = 0; b < kw; ++b, dst += C) {
-    const std::size_t col = first + b;
-    if (col >= lead && col - lead < width)
-      std::copy_n(row + (col - lead) * C, C, dst);
-    else
-      std::fill_n(dst, C, T{0});
-  }
+  // Columns b0..b1-1 of the window lie in the row: one copy between two zero fills.
+  const std::size_t b0 = std::min(kw, lead > first ? lead - first : 0);
+  const std::size_t b1 = std::max(b0, std::min(kw, lead + width > first ? lead + width - first : 0));
+  std::fill_n(dst, b0 * C, T{0});
+  if (b1 > b0) std::copy_n(row + (first + b0 - lead) * C, (b1 - b0) * C, dst + b0 * C);
+  std::fill_n(dst + b1 * C, (kw - b1) * C, T{0});
 }
 
 // Per-thread scratch for the copied edge windows of a gather: `slots` pixel slots of `len`
@@ -74,10 +73,11 @@ class GatherWindows {
 
 // Fills rows[t * ld + i] for slots i < `slots` with the run tap t of output pixel
 // p0 + min(i, m - 1) reads (a short tile repeats its last pixel). Padding reads `zero` (at
-// least kc long); merged edge windows are copied to win + i * s.window_len(g). Which kernel
-// rows read padding changes only with the output row, so it is worked out once per row, and
-// a pixel's runs then lie a fixed stride apart (a few instructions per run: with 3-channel
-// stems the gather is a tenth of the forward otherwise).
+// least kc long); merged edge windows are copied to win + i * s.window_len(g). Pixels go a
+// stretch of one output row at a time: which kernel rows read padding changes only with the
+// row, and within it the pixels whose windows lie inside x read runs a fixed stride apart,
+// written a kernel row at a time in loops the compiler vectorises (pointer by pointer, the
+// gather of a 3-channel stem cost a sixth of its forward).
 template <class T>
 void gather_rows(const ConvGeometry& g, const GatherShape& s, const T* x, const T* zero,
                  std::size_t p0, std::size_t m, std::size_t slots, const T** rows,
@@ -88,48 +88,53 @@ void gather_rows(const ConvGeometry& g, const GatherShape& s, const T* x, const 
   const std::size_t kc = s.kc, wlen = s.window_len(g), row_len = W * C, step = dh * row_len;
   const bool merged = s.merged;
   const std::size_t per_row = merged ? 1 : kw;  // runs per kernel row
+  // Output columns [lo, hi) read no padding column.
+  const std::size_t span = (kw - 1) * dw, lo = (pl + sw - 1) / sw;
+  const std::size_t hi = pl + W > span ? std::max(lo, (pl + W - 1 - span) / sw + 1) : lo;
+  const std::size_t pstride = sw * C;  // between the runs of neighbouring inside pixels
   std::size_t wo = p0 % Wo, ho = (p0 / Wo) % Ho, n = p0 / (Wo * Ho);
-  // Kernel rows [a0, a1) of output row ho read input rows, from `first` on; the rest padding.
-  std::size_t a0 = 0, a1 = 0;
-  const T* first = nullptr;
-  auto enter_row = [&] {
+  for (std::size_t i = 0; i < m;) {
+    const std::size_t e = std::min(m, i + (Wo - wo));  // pixels i..e-1 are in this row
+    // Kernel rows [a0, a1) read input rows, from `first` on; the rest read padding.
     const std::size_t h0 = ho * sh, ceil_div = dh - 1;
-    a0 = std::min(kh, h0 >= pt ? 0 : (pt - h0 + ceil_div) / dh);
-    a1 = std::max(a0, std::min(kh, h0 >= pt + H ? 0 : (pt + H - h0 + ceil_div) / dh));
-    first = a1 > a0 ? x + (n * H + (h0 + a0 * dh - pt)) * row_len : nullptr;
-  };
-  enter_row();
-  for (std::size_t i = 0; i < m; ++i) {
-    const std::size_t wp0 = wo * sw;  // first column in the padded input
-    const bool inside = wp0 >= pl && wp0 + (kw - 1) * dw < pl + W;  // no column is padding
-    const T** out = rows + i;
-    for (std::size_t t = 0; t < a0 * per_row; ++t) out[t * ld] = zero;
-    for (std::size_t t = a1 * per_row; t < kh * per_row; ++t) out[t * ld] = zero;
+    const std::size_t a0 = std::min(kh, h0 >= pt ? 0 : (pt - h0 + ceil_div) / dh);
+    const std::size_t a1 =
+        std::max(a0, std::min(kh, h0 >= pt + H ? 0 : (pt + H - h0 + ceil_div) / dh));
+    const T* first = a1 > a0 ? x + (n * H + (h0 + a0 * dh - pt)) * row_len : nullptr;
+    for (std::size_t t = 0; t < kh * per_row; ++t)
+      if (t < a0 * per_row || t >= a1 * per_row) std::fill(rows + t * ld + i, rows + t * ld + e, zero);
+    // Pixels [j0, j1) of the stretch read inside x only.
+    const std::size_t j0 = i + std::min(e - i, lo > wo ? lo - wo : 0);
+    const std::size_t j1 = std::max(j0, i + std::min(e - i, hi > wo ? hi - wo : 0));
     const T* row = first;
     for (std::size_t a = a0; a < a1; ++a, row += step) {
-      const T** o = out + a * per_row * ld;
-      if (inside) {
-        const T* run = row + (wp0 - pl) * C;
-        if (merged) {
-          o[0] = run;
-        } else {
-          for (std::size_t b = 0; b < kw; ++b) o[b * ld] = run + b * dw * C;
+      const T* run = row + ((wo + (j0 - i)) * sw - pl) * C;  // pixel j0's, when j0 < j1
+      for (std::size_t b = 0; b < per_row && j0 < j1; ++b) {
+        const T** o = rows + (a * per_row + b) * ld;
+        const T* r = run + b * dw * C;
+        for (std::size_t j = j0; j < j1; ++j) o[j] = r + (j - j0) * pstride;
+      }
+      for (std::size_t j = i; j < e; ++j) {  // the edge pixels, one by one
+        if (j == j0) j = j1;
+        if (j >= e) break;
+        const std::size_t wp0 = (wo + (j - i)) * sw;  // first column in the padded input
+        const T** o = rows + a * per_row * ld + j;
+        if (merged) {  // the window crosses the padding: copy it with zeros
+          T* w = win + j * wlen + a * kc;
+          o[0] = w;
+          copy_window(row, wp0, pl, W, kw, C, w);
+          continue;
         }
-      } else if (merged) {  // the window crosses the padding: copy it with zeros
-        T* w = win + i * wlen + a * kc;
-        o[0] = w;
-        copy_window(row, wp0, pl, W, kw, C, w);
-      } else {
         for (std::size_t b = 0; b < kw; ++b) {
           const std::size_t wp = wp0 + b * dw;
           o[b * ld] = wp >= pl && wp - pl < W ? row + (wp - pl) * C : zero;
         }
       }
     }
-    if (++wo == Wo) {
+    wo += e - i, i = e;
+    if (wo == Wo) {
       wo = 0;
       if (++ho == Ho) ho = 0, ++n;
-      if (i + 1 < m) enter_row();
     }
   }
   for (std::size_t t = 0; t < s.taps; ++t)
