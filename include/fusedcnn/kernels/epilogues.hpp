@@ -82,8 +82,8 @@ struct BiasActEpilogue {
   // The same for an igemm tile still in the kernel's accumulators (m x NV vectors, rows p0..,
   // channels k0..k0+n-1): the same adds and stores, without the stack tile in between.
   template <class V, std::size_t MR, std::size_t NV>
-  void registers(const typename V::R (&acc)[MR][NV], std::size_t m, std::size_t n,
-                 std::size_t p0, std::size_t k0) const noexcept {
+  void registers(const typename V::R (&acc)[MR][NV], const TileInfo<T>& t) const noexcept {
+    const std::size_t m = t.m, n = t.n, p0 = t.p0, k0 = t.k0;
     T* dst = y + p0 * ldy + k0;
     typename V::R b[NV];
     typename V::M mask[NV];
@@ -146,6 +146,66 @@ struct BiasStatsEpilogue {
     }
     if (t.n <= RowVec<T>::lanes) return one_vector(t, first);
     for (std::size_t j0 = 0; j0 < t.n; j0 += block) row_major(t, j0, std::min(block, t.n - j0), first);
+  }
+
+  // The sums of row_major, in its order, for an igemm tile still in the kernel's
+  // accumulators (rows p0.., channels k0..k0+n-1): z is stored from the registers and summed
+  // there, without a stack tile stored, reloaded and summed through arrays in memory.
+  template <class V, std::size_t MR, std::size_t NV>
+  void registers(const typename V::R (&acc)[MR][NV], const TileInfo<T>& t) const noexcept {
+    const std::size_t K = ldz, m = t.m;
+    double* shift = slots + t.chunk * 3 * K + t.k0;
+    T* dst = z + t.p0 * ldz + t.k0;
+    typename V::R zv[MR][NV] = {};  // every element is set below; GCC 12 cannot tell
+    typename V::M mask[NV];
+#pragma GCC unroll 4
+    for (std::size_t v = 0; v < NV; ++v) {
+      const std::size_t j = v * V::lanes;
+      mask[v] = V::first(t.n > j ? t.n - j : 0);
+      const typename V::R b = bias ? V::load(mask[v], bias + t.k0 + j) : V::zero();
+#pragma GCC unroll 32
+      for (std::size_t i = 0; i < MR; ++i) {
+        zv[i][v] = bias ? V::add(acc[i][v], b) : acc[i][v];
+        if (i < m) V::store(mask[v], dst + i * ldz + j, zv[i][v]);
+      }
+    }
+    alignas(64) T lane[NV * V::lanes], sq[NV * V::lanes];
+    if (t.p0 == t.chunk_p0) {  // the chunk's shift: this tile's mean
+#pragma GCC unroll 4
+      for (std::size_t v = 0; v < NV; ++v) {
+        typename V::R s = V::zero();
+#pragma GCC unroll 32
+        for (std::size_t i = 0; i < MR; ++i) {
+          if (i >= m) break;
+          s = V::add(s, zv[i][v]);
+        }
+        V::storeu(lane + v * V::lanes, s);
+      }
+      for (std::size_t j = 0; j < t.n; ++j)
+        shift[j] = static_cast<double>(lane[j] / static_cast<T>(m));
+    }
+    for (std::size_t j = 0; j < NV * V::lanes; ++j)
+      lane[j] = j < t.n ? static_cast<T>(shift[j]) : T{0};
+    const T minus_one = T{-1};
+    const typename V::R neg = V::bcast(&minus_one);
+#pragma GCC unroll 4
+    for (std::size_t v = 0; v < NV; ++v) {
+      const typename V::R sh = V::loadu(lane + v * V::lanes);
+      typename V::R s1 = V::zero(), s2 = V::zero();
+#pragma GCC unroll 32
+      for (std::size_t i = 0; i < MR; ++i) {
+        if (i >= m) break;
+        const typename V::R d = V::fma(sh, neg, zv[i][v]);  // z - shift, exactly rounded
+        s1 = V::add(s1, d);
+        s2 = V::fma(d, d, s2);
+      }
+      V::storeu(lane + v * V::lanes, s1);
+      V::storeu(sq + v * V::lanes, s2);
+    }
+    for (std::size_t j = 0; j < t.n; ++j) {
+      shift[K + j] += static_cast<double>(lane[j]);
+      shift[2 * K + j] += static_cast<double>(sq[j]);
+    }
   }
 
  private:

@@ -28,12 +28,11 @@ struct TileSink {
     epi(TileInfo<T>{tile, NR, m, n, p0, k0, chunk, chunk_p0});
   }
   template <class V, std::size_t MR, std::size_t NV>
-    requires requires(const Epi& e, const typename V::R (&a)[MR][NV]) {
-      e.template registers<V, MR, NV>(a, std::size_t{}, std::size_t{}, std::size_t{},
-                                      std::size_t{});
+    requires requires(const Epi& e, const typename V::R (&a)[MR][NV], const TileInfo<T>& t) {
+      e.template registers<V, MR, NV>(a, t);
     }
   void registers(const typename V::R (&acc)[MR][NV], std::size_t m, std::size_t n) const {
-    epi.template registers<V, MR, NV>(acc, m, n, p0, k0);
+    epi.template registers<V, MR, NV>(acc, TileInfo<T>{nullptr, 0, m, n, p0, k0, chunk, chunk_p0});
   }
 };
 
