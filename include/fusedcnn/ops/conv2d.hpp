@@ -398,6 +398,14 @@ void conv2d_backward_weights(const ConvGeometry& g, const T* x, const T* dz, T* 
   const std::size_t kparts =
       nchunks >= 8 ? 1 : std::min((kg + 2 * NR - 1) / (2 * NR), (8 + nchunks - 1) / nchunks);
   const std::size_t kstep = ((kg + kparts - 1) / kparts + NR - 1) / NR * NR;
+  // The dz columns of an item, per pixel block, as contiguous NR-wide panels: dz rows are K
+  // values apart, and at K = 256..512 floats a block's rows fall into a few L1 sets, so
+  // every tile re-read them from L2; a panel is read by taps * C / MR tiles.
+  const std::size_t panel_len = block * NR, item_panels = g.groups * (kstep / NR);
+  T* panels = kg > kernels::lanes<T>
+                  ? detail::ensure_len(ws.dz_panels,
+                                       ::fusedcnn::detail::max_threads() * item_panels * panel_len)
+                  : nullptr;
   ::fusedcnn::detail::parallel_for(nchunks * kparts, [&](std::size_t item) {
     const std::size_t ci = item / kparts, kb0 = item % kparts * kstep;
     if (kb0 >= kg) return;
@@ -425,14 +433,25 @@ void conv2d_backward_weights(const ConvGeometry& g, const T* x, const T* dz, T* 
                                 acc + (t * rc + c0) * K + gi * kg + k0, K);
         continue;
       }
-      for (std::size_t t = 0; t < gs.taps; ++t)
-        for (std::size_t gi = 0; gi < g.groups; ++gi)
-          detail::for_exact_blocks<MR>(rc, [&]<std::size_t M>(std::size_t c0) {
-            for (std::size_t k0 = kb0; k0 < kb1; k0 += NR)
-              kernels::dw<T, M, NR>(np, rows + t * block, gi * cg + c0,
-                                    dz + b0 * K + gi * kg + k0, K, std::min(NR, kb1 - k0),
+      T* mine = panels + ::fusedcnn::detail::thread_index() * item_panels * panel_len;
+      auto panel = [&](std::size_t gi, std::size_t k0) {  // (group, first column) -> panel
+        return mine + (gi * (kstep / NR) + (k0 - kb0) / NR) * panel_len;
+      };
+      for (std::size_t gi = 0; gi < g.groups; ++gi)
+        for (std::size_t k0 = kb0; k0 < kb1; k0 += NR) {
+          const std::size_t n = std::min(NR, kb1 - k0);
+          T* dst = panel(gi, k0);
+          for (std::size_t p = 0; p < np; ++p)
+            std::copy_n(dz + (b0 + p) * K + gi * kg + k0, n, dst + p * NR);
+        }
+      for (std::size_t gi = 0; gi < g.groups; ++gi)
+        for (std::size_t k0 = kb0; k0 < kb1; k0 += NR)  // one panel in L1 at a time
+          for (std::size_t t = 0; t < gs.taps; ++t)
+            detail::for_exact_blocks<MR>(rc, [&]<std::size_t M>(std::size_t c0) {
+              kernels::dw<T, M, NR>(np, rows + t * block, gi * cg + c0, panel(gi, k0), NR,
+                                    std::min(NR, kb1 - k0),
                                     acc + (t * rc + c0) * K + gi * kg + k0, K);
-          });
+            });
     }
   });
   if (partial) detail::add_chunk_partials(partial, nchunks, wsize, dw);

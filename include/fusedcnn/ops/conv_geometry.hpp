@@ -111,6 +111,7 @@ struct ConvWorkspace {
   Tensor<double, 1> bias_partial;  // per-chunk bias-gradient partial sums
   std::vector<const T*> rows;      // per-thread row pointers of one tile
   Tensor<T, 1> windows;            // per-thread copies of gather windows that cross padding
+  Tensor<T, 1> dz_panels;          // per-thread weight-gradient dz panels of a pixel block
   // Row family only: planar copies of x and dz, per-thread row scratch, tap offsets.
   Tensor<T, 1> planar_x, planar_dz, scratch;
   const T* planar_x_of = nullptr;   // the x planar_x was made from (forward sets it)
