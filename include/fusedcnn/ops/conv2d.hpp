@@ -14,6 +14,7 @@
 #include <array>
 #include <cassert>
 #include <cstddef>
+#include <cstring>
 #include <type_traits>
 #include <vector>
 
@@ -23,6 +24,7 @@
 #include "fusedcnn/kernels/epilogues.hpp"
 #include "fusedcnn/kernels/igemm.hpp"
 #include "fusedcnn/kernels/tile.hpp"
+#include "fusedcnn/kernels/transpose.hpp"
 #include "fusedcnn/ops/conv2d_depthwise.hpp"
 #include "fusedcnn/ops/conv2d_gather.hpp"
 #include "fusedcnn/ops/conv2d_rows.hpp"
@@ -160,32 +162,35 @@ void igemm_driver(const ConvPlan& plan, std::size_t taps, std::size_t kc, std::s
   });
 }
 
-// Packs panel q of the forward weights: nr output channels of one group over every (tap,
+// Packs panel q of the forward weights: NR output channels of one group over every (tap,
 // input channel) row, each channel k multiplied by scale[k] when scale is given (BN
-// folding), zero past the group's last channel. Rows are runs of contiguous HWIO columns,
-// copied a run at a time in loops the compiler vectorises.
-template <class T>
-void pack_forward_panel(const ConvGeometry& g, std::size_t nr, const T* w, const T* scale,
-                        std::size_t q, T* __restrict dst) noexcept {
-  const std::size_t kg = g.kg(), panels = (kg + nr - 1) / nr, gi = q / panels;
-  const std::size_t k0 = gi * kg + (q % panels) * nr, n = std::min(nr, gi * kg + kg - k0);
-  for (std::size_t r = 0; r < g.taps() * g.cg(); ++r, dst += nr) {
+// folding), zero past the group's last channel. Rows are runs of contiguous HWIO columns;
+// a whole row is a copy of fixed length the compiler does in registers (a call to memmove
+// per 128-byte row was a twentieth of a 7x7x512 training step).
+template <class T, std::size_t NR>
+void pack_forward_panel(const ConvGeometry& g, const T* w, const T* scale, std::size_t q,
+                        T* __restrict dst) noexcept {
+  const std::size_t kg = g.kg(), panels = (kg + NR - 1) / NR, gi = q / panels;
+  const std::size_t k0 = gi * kg + (q % panels) * NR, n = std::min(NR, gi * kg + kg - k0);
+  const T* __restrict sc = scale ? scale + k0 : nullptr;
+  for (std::size_t r = 0; r < g.taps() * g.cg(); ++r, dst += NR) {
     const T* __restrict src = w + r * g.k + k0;
-    if (scale) {
-      const T* __restrict sc = scale + k0;
-      for (std::size_t j = 0; j < n; ++j) dst[j] = src[j] * sc[j];
+    if (n == NR && sc) {
+      for (std::size_t j = 0; j < NR; ++j) dst[j] = src[j] * sc[j];
+    } else if (n == NR) {
+      std::memcpy(dst, src, NR * sizeof(T));  // a loop here would become a call to memmove
     } else {
-      for (std::size_t j = 0; j < n; ++j) dst[j] = src[j];
+      for (std::size_t j = 0; j < n; ++j) dst[j] = sc ? src[j] * sc[j] : src[j];
+      for (std::size_t j = n; j < NR; ++j) dst[j] = T{0};
     }
-    for (std::size_t j = n; j < nr; ++j) dst[j] = T{0};
   }
 }
 
 // Packs panel q of the data gradient's weights, transposed: nr input channels of one group
 // (columns) over every (tap, output channel) row, [tap][kk][nr], zero past the group's last
-// channel. HWIO rows (t, c) are contiguous runs over kk: a block of 16 kk of each row is
-// read (one cache line) and written down its panel column, so the 16 panel rows being
-// written stay in L1 while every column passes. A merged gather reads the kernel columns of
+// channel. HWIO rows (t, c) are contiguous runs over kk: blocks of 16 kk of every row are
+// transposed into 16 panel rows (kernels/transpose.hpp), which stay in L1 while every
+// column passes. A merged gather reads the kernel columns of
 // a row in reverse, so their taps are stored reversed.
 template <class T>
 void pack_backward_data_panel(const ConvGeometry& g, std::size_t nr, bool reversed, const T* w,
@@ -200,11 +205,7 @@ void pack_backward_data_panel(const ConvGeometry& g, std::size_t nr, bool revers
     const T* rows = w + (t * cg + c0) * g.k + gi * kg;
     for (std::size_t k0 = 0; k0 < kg; k0 += kb) {
       const std::size_t len = std::min(kb, kg - k0);
-      T* block = panel + (slot * kg + k0) * nr;
-      for (std::size_t cc = 0; cc < n; ++cc) {
-        const T* src = rows + cc * g.k + k0;
-        for (std::size_t j = 0; j < len; ++j) block[j * nr + cc] = src[j];
-      }
+      kernels::transpose(rows + k0, g.k, n, len, panel + (slot * kg + k0) * nr, nr);
     }
   }
 }
@@ -255,7 +256,7 @@ void conv2d_forward(const ConvGeometry& g, const ConvPlan& plan, const T* x,
   };
   kernels::with_tile<T>(plan.tile, [&]<std::size_t MR, std::size_t NR>() {
     auto pack = [&, w = ws.weights, scale = ws.scale](std::size_t q, T* dst) {
-      detail::pack_forward_panel(g, NR, w, scale, q, dst);
+      detail::pack_forward_panel<T, NR>(g, w, scale, q, dst);
     };
     detail::igemm_driver<T, MR, NR>(plan, gs.taps, gs.kc, g.groups, g.kg(), pack, ws, build,
                                     epi, on_tile);
