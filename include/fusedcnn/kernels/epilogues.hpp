@@ -113,6 +113,36 @@ struct BiasActEpilogue {
   }
 };
 
+// y = tile, row p of the tile's rows at row_of(p) (channel 0 of that row): for outputs whose
+// rows are not evenly spaced, like the data gradient of a strided convolution, which runs one
+// class of input pixels at a time.
+template <class T, class RowOf>
+struct MappedStoreEpilogue {
+  RowOf row_of;
+
+  void operator()(const TileInfo<T>& t) const noexcept {
+    for (std::size_t i = 0; i < t.m; ++i) {
+      T* dst = row_of(t.p0 + i) + t.k0;
+      for (std::size_t j = 0; j < t.n; ++j) dst[j] = t.data[i * t.ld + j * t.cs];
+    }
+  }
+
+  template <class V, std::size_t MR, std::size_t NV>
+  void registers(const typename V::R (&acc)[MR][NV], const TileInfo<T>& t) const noexcept {
+    typename V::M mask[NV];
+#pragma GCC unroll 4
+    for (std::size_t v = 0; v < NV; ++v)
+      mask[v] = V::first(t.n > v * V::lanes ? t.n - v * V::lanes : 0);
+#pragma GCC unroll 32
+    for (std::size_t i = 0; i < MR; ++i) {
+      if (i >= t.m) break;
+      T* dst = row_of(t.p0 + i) + t.k0;
+#pragma GCC unroll 4
+      for (std::size_t v = 0; v < NV; ++v) V::store(mask[v], dst + v * V::lanes, acc[i][v]);
+    }
+  }
+};
+
 // z = tile + bias[k] is stored, and the tile's per-channel sums of d = z - shift and d^2 are
 // added to its chunk's slot, [chunks][3][K] doubles: shift, sum d, sum d^2. The shift is the
 // mean of the chunk's first tile (rounded to T), so d stays small even for a channel with mean

@@ -192,16 +192,19 @@ void pack_forward_panel(const ConvGeometry& g, const T* w, const T* scale, std::
 // transposed into 16 panel rows (kernels/transpose.hpp), which stay in L1 while every
 // column passes. A merged gather reads the kernel columns of
 // a row in reverse, so their taps are stored reversed.
+// Given `taps` (ntaps of them), only those taps are packed, slot s holding taps[s].
 template <class T>
 void pack_backward_data_panel(const ConvGeometry& g, std::size_t nr, bool reversed, const T* w,
-                              std::size_t q, T* panel) noexcept {
+                              std::size_t q, T* panel, const std::size_t* taps = nullptr,
+                              std::size_t ntaps = 0) noexcept {
   constexpr std::size_t kb = 16;
   const std::size_t cg = g.cg(), kg = g.kg(), panels = (cg + nr - 1) / nr, gi = q / panels;
   const std::size_t c0 = (q % panels) * nr, n = std::min(nr, cg - c0);
-  if (n < nr) std::fill_n(panel, g.taps() * kg * nr, T{0});
-  for (std::size_t t = 0; t < g.taps(); ++t) {
-    const std::size_t a = t / g.kw, b = t % g.kw;
-    const std::size_t slot = reversed ? a * g.kw + (g.kw - 1 - b) : t;
+  const std::size_t slots = taps ? ntaps : g.taps();
+  if (n < nr) std::fill_n(panel, slots * kg * nr, T{0});
+  for (std::size_t s = 0; s < slots; ++s) {
+    const std::size_t t = taps ? taps[s] : s, a = t / g.kw, b = t % g.kw;
+    const std::size_t slot = reversed ? a * g.kw + (g.kw - 1 - b) : s;
     const T* rows = w + (t * cg + c0) * g.k + gi * kg;
     for (std::size_t k0 = 0; k0 < kg; k0 += kb) {
       const std::size_t len = std::min(kb, kg - k0);
@@ -291,6 +294,46 @@ void pack_backward_data_weights(const ConvGeometry& g, const ConvPlan& plan, con
   ws.scale = nullptr;
 }
 
+namespace detail {
+// The igemm data gradient of a strided convolution, one class of input pixels at a time
+// (PixelClass): each class gathers and packs only its own taps, so no FMA multiplies the
+// padding zeros the other taps would read; its rows go back to their pixels of dx. A class
+// no tap reaches gets zeros.
+template <class T>
+void backward_data_by_classes(const ConvGeometry& g, const ConvPlan& plan, const T* dz, T* dx,
+                              ConvWorkspace<T>& ws) {
+  ensure_zeros(ws, g.k);
+  const T* zero = ws.zeros.data();
+  ws.offsets.resize(g.taps());
+  std::size_t* taps = ws.offsets.data();
+  for (std::size_t rh = 0; rh < g.sh; ++rh)
+    for (std::size_t rw = 0; rw < g.sw; ++rw) {
+      const PixelClass pc = pixel_class(g, rh, rw);
+      const std::size_t rows = pc.pixels(g), ntaps = class_taps(g, pc, taps);
+      if (rows == 0) continue;
+      auto row_of = [&](std::size_t r) { return dx + pc.pixel(g, r) * g.c; };
+      if (ntaps == 0) {
+        for (std::size_t r = 0; r < rows; ++r) std::fill_n(row_of(r), g.c, T{0});
+        continue;
+      }
+      ConvPlan part = plan_igemm<T>(rows, g.cg());
+      part.tile = plan.tile;
+      kernels::MappedStoreEpilogue<T, decltype(row_of)> store{row_of};
+      auto build = [&](std::size_t r0, std::size_t m, const T** rp, auto mr) {
+        gather_rows_class(g, pc, taps, ntaps, dz, zero, r0, m, decltype(mr)::value, rp,
+                          decltype(mr)::value);
+      };
+      kernels::with_tile<T>(part.tile, [&]<std::size_t MR, std::size_t NR>() {
+        auto pack = [&, w = ws.weights](std::size_t q, T* dst) {
+          pack_backward_data_panel(g, NR, false, w, q, dst, taps, ntaps);
+        };
+        igemm_driver<T, MR, NR>(part, ntaps, g.kg(), g.groups, g.cg(), pack, ws, build, store,
+                                [](std::size_t, std::size_t, auto) {});
+      });
+    }
+}
+}  // namespace detail
+
 // Data gradient dx (N,H,W,C) from dz (N,Ho,Wo,K), as a transposed convolution through the
 // same igemm kernel: input pixel q gathers, per tap, the output pixel that read it (if any).
 // Overwrites dx.
@@ -300,6 +343,7 @@ void conv2d_backward_data(const ConvGeometry& g, const ConvPlan& plan, const T* 
   if (plan.by_depthwise) return depthwise_backward_data(g, dz, ws.packed.data(), dx);
   if (plan.by_rows) return rows_backward_data(g, plan, dz, dx, ws);
   if (plan.by_strips) return strips_backward_data(g, plan, dz, dx, ws);
+  if (g.sh * g.sw > 1) return detail::backward_data_by_classes(g, plan, dz, dx, ws);
   const bool gemm = g.pointwise();
   const GatherShape gs = gemm ? GatherShape{1, g.kg(), false} : backward_data_gather_shape(g);
   detail::ensure_zeros(ws, std::max(g.k, gs.kc));

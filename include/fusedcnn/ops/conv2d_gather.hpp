@@ -199,4 +199,61 @@ void gather_rows_transposed(const ConvGeometry& g, const GatherShape& s, const T
     for (std::size_t i = m; i < slots; ++i) rows[t * ld + i] = rows[t * ld + m - 1];
 }
 
+// Classes of input pixels for the data gradient of a strided convolution: pixel (h, w) is
+// reached only through the taps (a, b) with a*dh = h + pt (mod sh) and b*dw = w + pl
+// (mod sw), so the pixels of one class (h + pt mod sh, w + pl mod sw) share their taps, and
+// a gather over one class leaves out the taps that would only read padding zeros: all but
+// one in sh*sw of them.
+struct PixelClass {
+  std::size_t rh, rw;  // the class: h + pt = rh, w + pl = rw (mod sh, sw)
+  std::size_t h0, w0;  // its first row and column of x
+  std::size_t hc, wc;  // its rows and columns
+  std::size_t pixels(const ConvGeometry& g) const noexcept { return g.n * hc * wc; }
+  // Input pixel r of the class (in (n, row, column) order), as an index into x.
+  std::size_t pixel(const ConvGeometry& g, std::size_t r) const noexcept {
+    const std::size_t n = r / (hc * wc), i = r / wc % hc, j = r % wc;
+    return (n * g.h + h0 + i * g.sh) * g.w + w0 + j * g.sw;
+  }
+};
+
+inline PixelClass pixel_class(const ConvGeometry& g, std::size_t rh, std::size_t rw) noexcept {
+  PixelClass pc{rh, rw, (rh + g.sh - g.pt % g.sh) % g.sh, (rw + g.sw - g.pl % g.sw) % g.sw, 0, 0};
+  pc.hc = pc.h0 < g.h ? (g.h - 1 - pc.h0) / g.sh + 1 : 0;
+  pc.wc = pc.w0 < g.w ? (g.w - 1 - pc.w0) / g.sw + 1 : 0;
+  return pc;
+}
+
+// The taps (a * kw + b) through which the class's pixels are read, in tap order, into taps;
+// returns how many.
+inline std::size_t class_taps(const ConvGeometry& g, const PixelClass& pc,
+                              std::size_t* taps) noexcept {
+  std::size_t n = 0;
+  for (std::size_t a = 0; a < g.kh; ++a)
+    for (std::size_t b = 0; b < g.kw; ++b)
+      if (a * g.dh % g.sh == pc.rh && b * g.dw % g.sw == pc.rw) taps[n++] = a * g.kw + b;
+  return n;
+}
+
+// Fills rows[t * ld + i] for slots i < `slots` with the dz run of tap taps[t] (t < ntaps)
+// that input pixel r0 + min(i, m - 1) of class pc gathers, `zero` where that tap's output
+// pixel lies outside dz.
+template <class T>
+void gather_rows_class(const ConvGeometry& g, const PixelClass& pc, const std::size_t* taps,
+                       std::size_t ntaps, const T* dz, const T* zero, std::size_t r0,
+                       std::size_t m, std::size_t slots, const T** rows, std::size_t ld) {
+  const std::size_t K = g.k, Ho = g.ho, Wo = g.wo, sh = g.sh, sw = g.sw;
+  for (std::size_t i = 0; i < m; ++i) {
+    const std::size_t r = r0 + i, n = r / (pc.hc * pc.wc);
+    const std::size_t hp = pc.h0 + (r / pc.wc % pc.hc) * sh + g.pt;  // row in padded x
+    const std::size_t wp = pc.w0 + (r % pc.wc) * sw + g.pl;
+    for (std::size_t t = 0; t < ntaps; ++t) {
+      const std::size_t oa = taps[t] / g.kw * g.dh, ob = taps[t] % g.kw * g.dw;
+      const bool ok = hp >= oa && (hp - oa) / sh < Ho && wp >= ob && (wp - ob) / sw < Wo;
+      rows[t * ld + i] = ok ? dz + ((n * Ho + (hp - oa) / sh) * Wo + (wp - ob) / sw) * K : zero;
+    }
+  }
+  for (std::size_t t = 0; t < ntaps; ++t)
+    for (std::size_t i = m; i < slots; ++i) rows[t * ld + i] = rows[t * ld + m - 1];
+}
+
 }  // namespace fusedcnn::ops

@@ -112,7 +112,8 @@ struct ConvWorkspace {
   std::vector<const T*> rows;      // per-thread row pointers of one tile
   Tensor<T, 1> windows;            // per-thread copies of gather windows that cross padding
   Tensor<T, 1> dz_panels;          // per-thread weight-gradient dz panels of a pixel block
-  // Row family only: planar copies of x and dz, per-thread row scratch, tap offsets.
+  // Row family only: planar copies of x and dz, per-thread row scratch; tap offsets (and the
+  // taps of one pixel class in the strided igemm data gradient).
   Tensor<T, 1> planar_x, planar_dz, scratch;
   const T* planar_x_of = nullptr;   // the x planar_x was made from (forward sets it)
   const T* planar_dz_of = nullptr;  // the dz planar_dz was made from (one backward)
