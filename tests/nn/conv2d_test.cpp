@@ -207,6 +207,39 @@ TEMPLATE_TEST_CASE("Conv2D row family with strides that skip input rows and colu
   }
 }
 
+TEMPLATE_TEST_CASE("Conv2D igemm data gradient of strided layers, one class of input pixels at a time",
+                   "[conv2d][families]", float, double) {
+  // Many channels (the igemm family): the data gradient runs each class of input pixels
+  // (h + pt mod sh, w + pl mod sw) over only the taps that reach it. 3x3 stride 2 (classes of
+  // 4, 2, 2 and 1 taps), a stride past a dilated kernel's taps (classes no tap reaches, whose
+  // dx must still be written), unequal strides, grouped 5x5, and a height the stride does not
+  // divide, so classes differ in size.
+  struct Case {
+    std::size_t n, h, w, c, k, kh, kw, sh, sw, dh, dw, groups;
+    fusedcnn::Padding pad;
+  };
+  const Case cases[] = {{2, 15, 13, 40, 36, 3, 3, 2, 2, 1, 1, 1, {1, 1, 1, 1}},
+                        {1, 16, 17, 33, 48, 2, 2, 3, 3, 2, 1, 1, {0, 2, 1, 0}},
+                        {2, 11, 14, 36, 40, 3, 3, 2, 1, 1, 1, 1, {1, 1, 1, 1}},
+                        {1, 13, 12, 64, 64, 5, 5, 2, 3, 1, 1, 2, {2, 2, 2, 2}},
+                        {2, 9, 10, 48, 40, 3, 2, 3, 2, 2, 2, 1, {2, 0, 1, 1}}};
+  std::mt19937_64 rng(sizeof(TestType) == 4 ? 71 : 72);
+  for (const Case& s : cases) {
+    fusedcnn::Conv2DOptions o;
+    o.kernel = {s.kh, s.kw};
+    o.stride = {s.sh, s.sw};
+    o.dilation = {s.dh, s.dw};
+    o.padding = s.pad;
+    o.groups = s.groups;
+    const auto g = fusedcnn::ops::make_geometry({s.n, s.h, s.w, s.c}, s.k, o);
+    const fusedcnn::ops::ConvPlan plan = fusedcnn::ops::plan_backward_data<TestType>(g);
+    REQUIRE(!plan.by_rows);
+    REQUIRE(!plan.by_strips);
+    REQUIRE(!plan.by_depthwise);
+    check_against_reference<TestType>({s.n, s.h, s.w, s.c, s.k, o}, rng);
+  }
+}
+
 TEMPLATE_TEST_CASE("Conv2D strided and padded 1x1 layers keep only the pixels they read",
                    "[conv2d][families]", float, double) {
   // Run as an igemm, a 1x1 kernel that strides or pads reads one input pixel (or padding) per
