@@ -112,8 +112,11 @@ void igemm_driver(const ConvPlan& plan, std::size_t taps, std::size_t kc, std::s
                   Epi& epi, OnTile&& on_tile) {
   const std::size_t panels = (n_per_group + NR - 1) / NR, all_panels = groups * panels;
   const std::size_t panel_len = taps * kc * NR;
-  const std::size_t per_block =
-      std::max<std::size_t>(1, igemm_block_bytes / (panel_len * sizeof(T)));
+  // As many blocks as the cache budget needs, with the panels spread evenly over them: 4
+  // panels at 3 per block were blocks of 3 and 1, and the thread given the second idled.
+  const std::size_t most = std::max<std::size_t>(1, igemm_block_bytes / (panel_len * sizeof(T)));
+  const std::size_t per_block = (all_panels + (all_panels + most - 1) / most - 1) /
+                                ((all_panels + most - 1) / most);
   const std::size_t blocks = (all_panels + per_block - 1) / per_block;
   const std::size_t tiles = (plan.chunk_rows + MR - 1) / MR, tile_len = taps * MR;
   const std::size_t threads = ::fusedcnn::detail::max_threads();
