@@ -27,6 +27,21 @@ struct SquareShape {
     return {n, h, w, c, k, o};
   }
 };
+// A layer with its own kernel, strides, dilations, padding and groups (the strided cases).
+struct StridedCase {
+  std::size_t n, h, w, c, k, kh, kw, sh, sw, dh, dw;
+  fusedcnn::Padding pad;
+  std::size_t groups = 1;
+  support::ConvCase conv_case() const {
+    fusedcnn::Conv2DOptions o;
+    o.kernel = {kh, kw};
+    o.stride = {sh, sw};
+    o.dilation = {dh, dw};
+    o.padding = pad;
+    o.groups = groups;
+    return {n, h, w, c, k, o};
+  }
+};
 // One forward and backward of a Conv2D with random parameters and data (drawn from rng in
 // that order), checked against the double reference: output, dx, weight and bias gradients.
 template <class T>
@@ -188,23 +203,12 @@ TEMPLATE_TEST_CASE("Conv2D row family with strides that skip input rows and colu
   // stride 3 over a 2-tap kernel skips every third row, even dilation with stride 2 reads
   // even rows and phases only, and a stride past the kernel's reach with bottom padding. The
   // rows and phases no tap reads are never made planar; the weight gradient reads the same.
-  struct Case {
-    std::size_t n, h, w, c, k, kh, kw, sh, sw, dh, dw;
-    fusedcnn::Padding pad;
-  };
-  const Case cases[] = {{5, 15, 12, 1, 2, 1, 1, 2, 2, 1, 1, {1, 1, 1, 1}},
-                        {2, 17, 19, 2, 3, 2, 2, 3, 3, 1, 1, {0, 2, 1, 0}},
-                        {3, 14, 16, 1, 1, 3, 3, 2, 2, 2, 2, {2, 2, 2, 2}},
-                        {2, 13, 11, 3, 2, 2, 1, 4, 3, 1, 1, {0, 3, 0, 1}}};
+  const StridedCase cases[] = {{5, 15, 12, 1, 2, 1, 1, 2, 2, 1, 1, {1, 1, 1, 1}},
+                               {2, 17, 19, 2, 3, 2, 2, 3, 3, 1, 1, {0, 2, 1, 0}},
+                               {3, 14, 16, 1, 1, 3, 3, 2, 2, 2, 2, {2, 2, 2, 2}},
+                               {2, 13, 11, 3, 2, 2, 1, 4, 3, 1, 1, {0, 3, 0, 1}}};
   std::mt19937_64 rng(sizeof(TestType) == 4 ? 51 : 52);
-  for (const Case& s : cases) {
-    fusedcnn::Conv2DOptions o;
-    o.kernel = {s.kh, s.kw};
-    o.stride = {s.sh, s.sw};
-    o.dilation = {s.dh, s.dw};
-    o.padding = s.pad;
-    check_against_reference<TestType>({s.n, s.h, s.w, s.c, s.k, o}, rng);
-  }
+  for (const StridedCase& s : cases) check_against_reference<TestType>(s.conv_case(), rng);
 }
 
 TEMPLATE_TEST_CASE("Conv2D igemm data gradient of strided layers, one class of input pixels at a time",
@@ -214,29 +218,20 @@ TEMPLATE_TEST_CASE("Conv2D igemm data gradient of strided layers, one class of i
   // 4, 2, 2 and 1 taps), a stride past a dilated kernel's taps (classes no tap reaches, whose
   // dx must still be written), unequal strides, grouped 5x5, and a height the stride does not
   // divide, so classes differ in size.
-  struct Case {
-    std::size_t n, h, w, c, k, kh, kw, sh, sw, dh, dw, groups;
-    fusedcnn::Padding pad;
-  };
-  const Case cases[] = {{2, 15, 13, 40, 36, 3, 3, 2, 2, 1, 1, 1, {1, 1, 1, 1}},
-                        {1, 16, 17, 33, 48, 2, 2, 3, 3, 2, 1, 1, {0, 2, 1, 0}},
-                        {2, 11, 14, 36, 40, 3, 3, 2, 1, 1, 1, 1, {1, 1, 1, 1}},
-                        {1, 13, 12, 64, 64, 5, 5, 2, 3, 1, 1, 2, {2, 2, 2, 2}},
-                        {2, 9, 10, 48, 40, 3, 2, 3, 2, 2, 2, 1, {2, 0, 1, 1}}};
+  const StridedCase cases[] = {{2, 15, 13, 40, 36, 3, 3, 2, 2, 1, 1, {1, 1, 1, 1}},
+                               {1, 16, 17, 33, 48, 2, 2, 3, 3, 2, 1, {0, 2, 1, 0}},
+                               {2, 11, 14, 36, 40, 3, 3, 2, 1, 1, 1, {1, 1, 1, 1}},
+                               {1, 13, 12, 64, 64, 5, 5, 2, 3, 1, 1, {2, 2, 2, 2}, 2},
+                               {2, 9, 10, 48, 40, 3, 2, 3, 2, 2, 2, {2, 0, 1, 1}}};
   std::mt19937_64 rng(sizeof(TestType) == 4 ? 71 : 72);
-  for (const Case& s : cases) {
-    fusedcnn::Conv2DOptions o;
-    o.kernel = {s.kh, s.kw};
-    o.stride = {s.sh, s.sw};
-    o.dilation = {s.dh, s.dw};
-    o.padding = s.pad;
-    o.groups = s.groups;
-    const auto g = fusedcnn::ops::make_geometry({s.n, s.h, s.w, s.c}, s.k, o);
+  for (const StridedCase& s : cases) {
+    const support::ConvCase cc = s.conv_case();
+    const auto g = fusedcnn::ops::make_geometry({s.n, s.h, s.w, s.c}, s.k, cc.opts);
     const fusedcnn::ops::ConvPlan plan = fusedcnn::ops::plan_backward_data<TestType>(g);
     REQUIRE(!plan.by_rows);
     REQUIRE(!plan.by_strips);
     REQUIRE(!plan.by_depthwise);
-    check_against_reference<TestType>({s.n, s.h, s.w, s.c, s.k, o}, rng);
+    check_against_reference<TestType>(cc, rng);
   }
 }
 
