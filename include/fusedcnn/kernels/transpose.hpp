@@ -15,9 +15,10 @@ namespace fusedcnn::kernels {
 
 #if FUSEDCNN_ISA_AVX512
 // dst[j * ldd + i] = src[i * lds + j] for a 16 x 16 float block, in registers: four rounds of
-// shuffles, each pairing rows that lie twice as far apart as the round before. The masked forms with every lane set take their pass-through from an argument: the plain
-// forms start from GCC 12's self-initialised "undefined" vector, which -Wuninitialized
-// reports in every caller (GCC bug 105593).
+// shuffles, each pairing rows that lie twice as far apart as the round before. The masked
+// forms with every lane set take their pass-through from an argument: the plain forms start
+// from GCC 12's self-initialised "undefined" vector, which -Wuninitialized reports in every
+// caller (GCC bug 105593).
 inline void transpose_16x16(const float* src, std::size_t lds, float* dst,
                             std::size_t ldd) noexcept {
   constexpr __mmask16 all = 0xFFFF;
@@ -47,26 +48,30 @@ inline void transpose_16x16(const float* src, std::size_t lds, float* dst,
 }
 #endif
 
-// dst[j * ldd + i] = src[i * lds + j] for i < rows, j < cols (the blocks must not overlap).
+// dst[j * ldd + i] = src[i * lds + j] for i < rows, j < cols, one value at a time.
+template <class T>
+inline void transpose_scalar(const T* src, std::size_t lds, std::size_t rows, std::size_t cols,
+                             T* dst, std::size_t ldd) noexcept {
+  for (std::size_t i = 0; i < rows; ++i)
+    for (std::size_t j = 0; j < cols; ++j) dst[j * ldd + i] = src[i * lds + j];
+}
+
+// dst[j * ldd + i] = src[i * lds + j] for i < rows, j < cols (the blocks must not overlap):
+// whole 16 x 16 float blocks in registers where the ISA has them, the ragged rest by value.
 template <class T>
 inline void transpose(const T* src, std::size_t lds, std::size_t rows, std::size_t cols, T* dst,
                       std::size_t ldd) noexcept {
+  std::size_t r16 = 0, c16 = 0;  // rows and columns done in whole blocks
 #if FUSEDCNN_ISA_AVX512
   if constexpr (std::is_same_v<T, float>) {
-    std::size_t i = 0;
-    for (; i + 16 <= rows; i += 16) {
-      std::size_t j = 0;
-      for (; j + 16 <= cols; j += 16) transpose_16x16(src + i * lds + j, lds, dst + j * ldd + i, ldd);
-      for (std::size_t ii = i; ii < i + 16; ++ii)
-        for (std::size_t jj = j; jj < cols; ++jj) dst[jj * ldd + ii] = src[ii * lds + jj];
-    }
-    for (; i < rows; ++i)
-      for (std::size_t j = 0; j < cols; ++j) dst[j * ldd + i] = src[i * lds + j];
-    return;
+    r16 = rows / 16 * 16, c16 = cols / 16 * 16;
+    for (std::size_t i = 0; i < r16; i += 16)
+      for (std::size_t j = 0; j < c16; j += 16)
+        transpose_16x16(src + i * lds + j, lds, dst + j * ldd + i, ldd);
   }
 #endif
-  for (std::size_t i = 0; i < rows; ++i)
-    for (std::size_t j = 0; j < cols; ++j) dst[j * ldd + i] = src[i * lds + j];
+  transpose_scalar(src + c16, lds, r16, cols - c16, dst + c16 * ldd, ldd);  // right of blocks
+  transpose_scalar(src + r16 * lds, lds, rows - r16, cols, dst + r16, ldd);  // below them
 }
 
 }  // namespace fusedcnn::kernels

@@ -115,9 +115,8 @@ void igemm_driver(const ConvPlan& plan, std::size_t taps, std::size_t kc, std::s
   // As many blocks as the cache budget needs, with the panels spread evenly over them: 4
   // panels at 3 per block were blocks of 3 and 1, and the thread given the second idled.
   const std::size_t most = std::max<std::size_t>(1, igemm_block_bytes / (panel_len * sizeof(T)));
-  const std::size_t per_block = (all_panels + (all_panels + most - 1) / most - 1) /
-                                ((all_panels + most - 1) / most);
-  const std::size_t blocks = (all_panels + per_block - 1) / per_block;
+  const std::size_t blocks = (all_panels + most - 1) / most;
+  const std::size_t per_block = (all_panels + blocks - 1) / blocks;  // fills all `blocks`
   const std::size_t tiles = (plan.chunk_rows + MR - 1) / MR, tile_len = taps * MR;
   const std::size_t threads = ::fusedcnn::detail::max_threads();
   const std::size_t per_thread = tiles * tile_len, block_len = per_block * panel_len;
@@ -193,9 +192,9 @@ void pack_forward_panel(const ConvGeometry& g, const T* w, const T* scale, std::
 // (columns) over every (tap, output channel) row, [tap][kk][nr], zero past the group's last
 // channel. HWIO rows (t, c) are contiguous runs over kk: blocks of 16 kk of every row are
 // transposed into 16 panel rows (kernels/transpose.hpp), which stay in L1 while every
-// column passes. A merged gather reads the kernel columns of
-// a row in reverse, so their taps are stored reversed.
-// Given `taps` (ntaps of them), only those taps are packed, slot s holding taps[s].
+// column passes. A merged gather reads the kernel columns of a row in reverse, so their taps
+// are stored reversed. Given `taps` (ntaps of them), only those taps are packed, slot s
+// holding taps[s].
 template <class T>
 void pack_backward_data_panel(const ConvGeometry& g, std::size_t nr, bool reversed, const T* w,
                               std::size_t q, T* panel, const std::size_t* taps = nullptr,
@@ -448,13 +447,12 @@ void conv2d_backward_weights(const ConvGeometry& g, const T* x, const T* dz, T* 
   const std::size_t kparts =
       nchunks >= 8 ? 1 : std::min((kg + 2 * NR - 1) / (2 * NR), (8 + nchunks - 1) / nchunks);
   const std::size_t kstep = ((kg + kparts - 1) / kparts + NR - 1) / NR * NR;
-  // The dz columns of an item, per pixel block, as contiguous NR-wide panels: dz rows are K
-  // values apart, and at K = 256..512 floats a block's rows fall into a few L1 sets, so
-  // every tile re-read them from L2; a panel is read by taps * C / MR tiles.
-  const std::size_t panel_len = block * NR, item_panels = g.groups * (kstep / NR);
+  // Each NR columns of dz of a pixel block are copied into a contiguous per-thread panel
+  // before their tiles run: dz rows are K values apart, and at K = 256..512 floats a block's
+  // rows fall into a few L1 sets, so every tile re-read them from L2; a panel is read by
+  // taps * C / MR tiles.
   T* panels = kg > kernels::lanes<T>
-                  ? detail::ensure_len(ws.dz_panels,
-                                       ::fusedcnn::detail::max_threads() * item_panels * panel_len)
+                  ? detail::ensure_len(ws.dz_panels, ::fusedcnn::detail::max_threads() * block * NR)
                   : nullptr;
   ::fusedcnn::detail::parallel_for(nchunks * kparts, [&](std::size_t item) {
     const std::size_t ci = item / kparts, kb0 = item % kparts * kstep;
@@ -483,25 +481,18 @@ void conv2d_backward_weights(const ConvGeometry& g, const T* x, const T* dz, T* 
                                 acc + (t * rc + c0) * K + gi * kg + k0, K);
         continue;
       }
-      T* mine = panels + ::fusedcnn::detail::thread_index() * item_panels * panel_len;
-      auto panel = [&](std::size_t gi, std::size_t k0) {  // (group, first column) -> panel
-        return mine + (gi * (kstep / NR) + (k0 - kb0) / NR) * panel_len;
-      };
+      T* panel = panels + ::fusedcnn::detail::thread_index() * block * NR;
       for (std::size_t gi = 0; gi < g.groups; ++gi)
         for (std::size_t k0 = kb0; k0 < kb1; k0 += NR) {
           const std::size_t n = std::min(NR, kb1 - k0);
-          T* dst = panel(gi, k0);
           for (std::size_t p = 0; p < np; ++p)
-            std::copy_n(dz + (b0 + p) * K + gi * kg + k0, n, dst + p * NR);
-        }
-      for (std::size_t gi = 0; gi < g.groups; ++gi)
-        for (std::size_t k0 = kb0; k0 < kb1; k0 += NR)  // one panel in L1 at a time
+            std::copy_n(dz + (b0 + p) * K + gi * kg + k0, n, panel + p * NR);
           for (std::size_t t = 0; t < gs.taps; ++t)
             detail::for_exact_blocks<MR>(rc, [&]<std::size_t M>(std::size_t c0) {
-              kernels::dw<T, M, NR>(np, rows + t * block, gi * cg + c0, panel(gi, k0), NR,
-                                    std::min(NR, kb1 - k0),
+              kernels::dw<T, M, NR>(np, rows + t * block, gi * cg + c0, panel, NR, n,
                                     acc + (t * rc + c0) * K + gi * kg + k0, K);
             });
+        }
     }
   });
   if (partial) detail::add_chunk_partials(partial, nchunks, wsize, dw);
