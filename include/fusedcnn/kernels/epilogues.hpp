@@ -4,16 +4,19 @@
 
 #include <algorithm>
 #include <cstddef>
+#include <type_traits>
 
 #include "fusedcnn/kernels/rows.hpp"
 #include "fusedcnn/kernels/tile.hpp"
+#include "fusedcnn/kernels/transpose.hpp"
 
 namespace fusedcnn::kernels {
 
 namespace detail {
 // Writes a channel-major tile of KB channels (element (i, j) at src[j*cs + i]) to pixel-major
-// rows dst[i*ldd + j] as act(src + b[j]). KB is a compile-time constant so that, when the
-// rows are packed (ldd == KB), the compiler turns the interleave into vector permutes.
+// rows dst[i*ldd + j] as act(src + b[j]). When the rows are packed (ldd == KB) and KB is a
+// power of two, 16 float pixels go at a time: bias and activation on each channel's vector,
+// then merge_channels interleaves them in registers.
 template <class T, std::size_t KB, bool Relu>
 void store_channel_major(const T* src, std::size_t cs, std::size_t m, const T* b, T* dst,
                          std::size_t ldd) noexcept {
@@ -21,7 +24,22 @@ void store_channel_major(const T* src, std::size_t cs, std::size_t m, const T* b
   for (std::size_t j = 0; j < KB; ++j) bias[j] = b ? b[j] : T{0};
   auto act = [](T v) { return Relu ? (v < T{0} ? T{0} : v) : v; };
   if (ldd == KB) {
-    for (std::size_t i = 0; i < m; ++i)
+    std::size_t i = 0;
+#if FUSEDCNN_ISA_AVX512
+    if constexpr (std::is_same_v<T, float> && KB >= 2 && (KB & (KB - 1)) == 0) {
+      using V = RowVec<T>;
+      for (; i + 16 <= m; i += 16) {
+        __m512 v[KB];
+        for (std::size_t j = 0; j < KB; ++j) {
+          v[j] = V::add(_mm512_loadu_ps(src + j * cs + i), V::bcast(bias + j));
+          if constexpr (Relu) v[j] = V::relu(v[j]);
+        }
+        merge_channels<KB>(v);
+        for (std::size_t q = 0; q < KB; ++q) _mm512_storeu_ps(dst + i * KB + 16 * q, v[q]);
+      }
+    }
+#endif
+    for (; i < m; ++i)
       for (std::size_t j = 0; j < KB; ++j) dst[i * KB + j] = act(src[j * cs + i] + bias[j]);
   } else {
     for (std::size_t i = 0; i < m; ++i)

@@ -107,18 +107,22 @@ void row_bwd_data(const RowTaps& t, std::size_t a, const T* dz, std::size_t ldz,
 }
 
 // Weight-gradient reductions for one input channel and TB tap columns of one kernel row:
-// sums[tb * lds + k] = sum over rows r and pixels i < width of x[r][off[tb] + i] *
-// dz[r][k*ldz + i], for tb < TB, k < KB. Each dz vector feeds TB FMAs and each input vector
-// KB, so TB + KB loads serve TB * KB FMAs (TB = 3, KB = 4: 7 loads, 12 FMAs, 17 registers).
-// The tail is masked, so pixels past `width` are never read; lanes are summed in order.
+// vsums[(tb * lds + k) * L + lane] += the lane's share of the sum over rows r and pixels
+// i < width of x[r][off[tb] + i] * dz[r][k*ldz + i], for tb < TB, k < KB. Each dz vector
+// feeds TB FMAs and each input vector KB, so TB + KB loads serve TB * KB FMAs (TB = 3,
+// KB = 4: 7 loads, 12 FMAs, 17 registers). Sums stay in vector form (L lanes each) so a
+// caller can feed the same sums from short runs of rows, which keep x and dz in L1, and sum
+// the lanes once at the end. The tail is masked, so pixels past `width` are never read.
 template <class T, std::size_t KB, std::size_t TB>
 void row_bwd_weights(std::size_t nrows, const T* const* x, const std::size_t* off,
-                     const T* const* dz, std::size_t ldz, std::size_t width, T* sums,
+                     const T* const* dz, std::size_t ldz, std::size_t width, T* vsums,
                      std::size_t lds) noexcept {
   using V = RowVec<T>;
   constexpr std::size_t L = V::lanes;
   typename V::R acc[TB][KB];
+#pragma GCC unroll 4
   for (std::size_t tb = 0; tb < TB; ++tb)
+#pragma GCC unroll 4
     for (std::size_t k = 0; k < KB; ++k) acc[tb][k] = V::zero();
   std::size_t o[TB];
   for (std::size_t tb = 0; tb < TB; ++tb) o[tb] = off[tb];
@@ -128,29 +132,34 @@ void row_bwd_weights(std::size_t nrows, const T* const* x, const std::size_t* of
     const T* dr = dz[r];
     for (std::size_t i = 0; i < full; i += L) {
       typename V::R d[KB];
+#pragma GCC unroll 4
       for (std::size_t k = 0; k < KB; ++k) d[k] = V::loadu(dr + k * ldz + i);
+#pragma GCC unroll 4
       for (std::size_t tb = 0; tb < TB; ++tb) {
         const typename V::R xv = V::loadu(xr + o[tb] + i);
+#pragma GCC unroll 4
         for (std::size_t k = 0; k < KB; ++k) acc[tb][k] = V::fma(xv, d[k], acc[tb][k]);
       }
     }
     if (full < width) {
       const auto m = V::first(width - full);
       typename V::R d[KB];
+#pragma GCC unroll 4
       for (std::size_t k = 0; k < KB; ++k) d[k] = V::load(m, dr + k * ldz + full);
+#pragma GCC unroll 4
       for (std::size_t tb = 0; tb < TB; ++tb) {
         const typename V::R xv = V::load(m, xr + o[tb] + full);
+#pragma GCC unroll 4
         for (std::size_t k = 0; k < KB; ++k) acc[tb][k] = V::fma(xv, d[k], acc[tb][k]);
       }
     }
   }
+#pragma GCC unroll 4
   for (std::size_t tb = 0; tb < TB; ++tb)
+#pragma GCC unroll 4
     for (std::size_t k = 0; k < KB; ++k) {
-      alignas(64) T lanes[L];
-      V::storeu(lanes, acc[tb][k]);
-      T s = lanes[0];
-      for (std::size_t l = 1; l < L; ++l) s += lanes[l];
-      sums[tb * lds + k] = s;
+      T* p = vsums + (tb * lds + k) * L;
+      V::storeu(p, V::add(V::loadu(p), acc[tb][k]));
     }
 }
 

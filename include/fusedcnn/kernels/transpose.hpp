@@ -46,6 +46,83 @@ inline void transpose_16x16(const float* src, std::size_t lds, float* dst,
   }
   for (std::size_t j = 0; j < 16; ++j) _mm512_storeu_ps(dst + j * ldd, r[j]);
 }
+
+namespace detail {
+// Lane indices for permutex2var over (a, b): the even or odd values of the 32 in a then b,
+// and the low or high halves of a and b zipped.
+inline __m512i split_index(bool odd) noexcept {
+  return _mm512_add_epi32(
+      _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0),
+      _mm512_set1_epi32(odd ? 1 : 0));
+}
+inline __m512i zip_index(bool high) noexcept {
+  return _mm512_add_epi32(
+      _mm512_set_epi32(23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0),
+      _mm512_set1_epi32(high ? 8 : 0));
+}
+
+// v[0..P) holds a stream whose value i is channel i % P; afterwards v[j] holds the 16 values
+// of channel bit_reverse(j): each round splits a stream into its even and odd values, which
+// are streams of half the period (the even and the odd channels).
+template <std::size_t P>
+inline void split_stream(__m512* v) noexcept {
+  if constexpr (P > 1) {
+    const __m512i even = split_index(false), odd = split_index(true);
+    __m512 e[P / 2], o[P / 2];
+    for (std::size_t q = 0; q < P / 2; ++q) {
+      e[q] = _mm512_permutex2var_ps(v[2 * q], even, v[2 * q + 1]);
+      o[q] = _mm512_permutex2var_ps(v[2 * q], odd, v[2 * q + 1]);
+    }
+    for (std::size_t q = 0; q < P / 2; ++q) v[q] = e[q], v[P / 2 + q] = o[q];
+    split_stream<P / 2>(v);
+    split_stream<P / 2>(v + P / 2);
+  }
+}
+
+// The inverse of split_stream: v[j] holds channel bit_reverse(j) before, the stream after.
+template <std::size_t P>
+inline void merge_stream(__m512* v) noexcept {
+  if constexpr (P > 1) {
+    merge_stream<P / 2>(v);
+    merge_stream<P / 2>(v + P / 2);
+    const __m512i low = zip_index(false), high = zip_index(true);
+    __m512 s[P];
+    for (std::size_t q = 0; q < P / 2; ++q) {
+      s[2 * q] = _mm512_permutex2var_ps(v[q], low, v[P / 2 + q]);
+      s[2 * q + 1] = _mm512_permutex2var_ps(v[q], high, v[P / 2 + q]);
+    }
+    for (std::size_t j = 0; j < P; ++j) v[j] = s[j];
+  }
+}
+
+constexpr std::size_t bit_reverse(std::size_t j, std::size_t n) noexcept {
+  std::size_t r = 0;
+  for (std::size_t m = 1; m < n; m <<= 1, j >>= 1) r = r << 1 | (j & 1);
+  return r;
+}
+}  // namespace detail
+
+// 16 pixels of C interleaved channels (C a power of two up to 16), in memory order in
+// v[0..C), become one vector per channel: v[c] = channel c of the 16 pixels. C log2(C)
+// two-source permutes, the same count as a 16 x 16 transpose's shuffles when C = 16.
+template <std::size_t C>
+inline void split_channels(__m512* v) noexcept {
+  static_assert(C >= 1 && C <= 16 && (C & (C - 1)) == 0);
+  detail::split_stream<C>(v);
+  __m512 t[C];
+  for (std::size_t c = 0; c < C; ++c) t[c] = v[detail::bit_reverse(c, C)];
+  for (std::size_t c = 0; c < C; ++c) v[c] = t[c];
+}
+
+// The inverse of split_channels: one vector per channel in, 16 interleaved pixels out.
+template <std::size_t C>
+inline void merge_channels(__m512* v) noexcept {
+  static_assert(C >= 1 && C <= 16 && (C & (C - 1)) == 0);
+  __m512 t[C];
+  for (std::size_t c = 0; c < C; ++c) t[detail::bit_reverse(c, C)] = v[c];
+  detail::merge_stream<C>(t);
+  for (std::size_t c = 0; c < C; ++c) v[c] = t[c];
+}
 #endif
 
 // dst[j * ldd + i] = src[i * lds + j] for i < rows, j < cols, one value at a time.
@@ -72,6 +149,47 @@ inline void transpose(const T* src, std::size_t lds, std::size_t rows, std::size
 #endif
   transpose_scalar(src + c16, lds, r16, cols - c16, dst + c16 * ldd, ldd);  // right of blocks
   transpose_scalar(src + r16 * lds, lds, rows - r16, cols, dst + r16, ldd);  // below them
+}
+
+// dst[c * ldd + i] = src[i * C + c] for i < w, c < C: a row of pixels with C interleaved
+// channels split into one run per channel; 16 float pixels at a time in registers where the
+// ISA has them and C is a power of two (the compiler leaves the plain loop scalar).
+template <class T, std::size_t C>
+inline void deinterleave(const T* __restrict src, std::size_t w, T* __restrict dst,
+                         std::size_t ldd) noexcept {
+  std::size_t i = 0;
+#if FUSEDCNN_ISA_AVX512
+  if constexpr (std::is_same_v<T, float> && C >= 2 && C <= 16 && (C & (C - 1)) == 0) {
+    for (; i + 16 <= w; i += 16) {
+      __m512 v[C];
+      for (std::size_t q = 0; q < C; ++q) v[q] = _mm512_loadu_ps(src + i * C + 16 * q);
+      split_channels<C>(v);
+      for (std::size_t c = 0; c < C; ++c) _mm512_storeu_ps(dst + c * ldd + i, v[c]);
+    }
+  }
+#endif
+  for (; i < w; ++i)
+    for (std::size_t c = 0; c < C; ++c) dst[c * ldd + i] = src[i * C + c];
+}
+
+// dst[i * C + c] = src[c * lds + i] for i < w, c < C: one run per channel back into a row of
+// interleaved pixels, in registers like deinterleave.
+template <class T, std::size_t C>
+inline void interleave(const T* __restrict src, std::size_t lds, std::size_t w,
+                       T* __restrict dst) noexcept {
+  std::size_t i = 0;
+#if FUSEDCNN_ISA_AVX512
+  if constexpr (std::is_same_v<T, float> && C >= 2 && C <= 16 && (C & (C - 1)) == 0) {
+    for (; i + 16 <= w; i += 16) {
+      __m512 v[C];
+      for (std::size_t c = 0; c < C; ++c) v[c] = _mm512_loadu_ps(src + c * lds + i);
+      merge_channels<C>(v);
+      for (std::size_t q = 0; q < C; ++q) _mm512_storeu_ps(dst + i * C + 16 * q, v[q]);
+    }
+  }
+#endif
+  for (; i < w; ++i)
+    for (std::size_t c = 0; c < C; ++c) dst[i * C + c] = src[c * lds + i];
 }
 
 }  // namespace fusedcnn::kernels

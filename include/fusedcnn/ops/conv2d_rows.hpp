@@ -16,6 +16,7 @@
 #include "fusedcnn/core/threading.hpp"
 #include "fusedcnn/kernels/rows.hpp"
 #include "fusedcnn/kernels/tile.hpp"
+#include "fusedcnn/kernels/transpose.hpp"
 #include "fusedcnn/ops/conv_geometry.hpp"
 
 namespace fusedcnn::ops {
@@ -98,31 +99,16 @@ inline const std::size_t* tap_offsets(const ConvGeometry& g, const RowsLayout& l
   return off.data();
 }
 
-// dst[c * chan + i] = src[i * C + c] for i < w, c < C: one NHWC row split into channel runs.
-template <class T, std::size_t C>
-void deinterleave(const T* __restrict src, std::size_t w, T* __restrict dst,
-                  std::size_t chan) noexcept {
-  for (std::size_t i = 0; i < w; ++i)
-    for (std::size_t c = 0; c < C; ++c) dst[c * chan + i] = src[i * C + c];
-}
-
-// dst[i * C + c] = src[c * chan + i] for i < w, c < C: channel runs back into an NHWC row.
-template <class T, std::size_t C>
-void interleave(const T* __restrict src, std::size_t chan, std::size_t w,
-                T* __restrict dst) noexcept {
-  for (std::size_t i = 0; i < w; ++i)
-    for (std::size_t c = 0; c < C; ++c) dst[i * C + c] = src[c * chan + i];
-}
-
-// interleave for the channel counts it is compiled for (1-4); false otherwise.
+// interleave for the channel counts it is compiled for (1-4, 8); false otherwise.
 template <class T>
 bool interleave_any(std::size_t C, const T* src, std::size_t chan, std::size_t w,
                     T* dst) noexcept {
   switch (C) {
-    case 1: return interleave<T, 1>(src, chan, w, dst), true;
-    case 2: return interleave<T, 2>(src, chan, w, dst), true;
-    case 3: return interleave<T, 3>(src, chan, w, dst), true;
-    case 4: return interleave<T, 4>(src, chan, w, dst), true;
+    case 1: return kernels::interleave<T, 1>(src, chan, w, dst), true;
+    case 2: return kernels::interleave<T, 2>(src, chan, w, dst), true;
+    case 3: return kernels::interleave<T, 3>(src, chan, w, dst), true;
+    case 4: return kernels::interleave<T, 4>(src, chan, w, dst), true;
+    case 8: return kernels::interleave<T, 8>(src, chan, w, dst), true;
     default: return false;
   }
 }
@@ -132,12 +118,12 @@ template <class T>
 bool deinterleave_any(std::size_t C, const T* src, std::size_t w, T* dst,
                       std::size_t chan) noexcept {
   switch (C) {
-    case 1: return deinterleave<T, 1>(src, w, dst, chan), true;
-    case 2: return deinterleave<T, 2>(src, w, dst, chan), true;
-    case 3: return deinterleave<T, 3>(src, w, dst, chan), true;
-    case 4: return deinterleave<T, 4>(src, w, dst, chan), true;
-    case 8: return deinterleave<T, 8>(src, w, dst, chan), true;
-    case 16: return deinterleave<T, 16>(src, w, dst, chan), true;
+    case 1: return kernels::deinterleave<T, 1>(src, w, dst, chan), true;
+    case 2: return kernels::deinterleave<T, 2>(src, w, dst, chan), true;
+    case 3: return kernels::deinterleave<T, 3>(src, w, dst, chan), true;
+    case 4: return kernels::deinterleave<T, 4>(src, w, dst, chan), true;
+    case 8: return kernels::deinterleave<T, 8>(src, w, dst, chan), true;
+    case 16: return kernels::deinterleave<T, 16>(src, w, dst, chan), true;
     default: return false;
   }
 }
@@ -495,6 +481,22 @@ void rows_backward_data(const ConvGeometry& g, const ConvPlan& plan, const T* dz
 }
 
 namespace detail {
+// out[j] = vs[j*L] + vs[j*L + 1] + ... + vs[j*L + L-1], in that order, for j < n: blocks of
+// 64 sums are transposed so that each lane's values lie in a row and the adds run across
+// sums, in vectors, instead of down one sum's dependent chain.
+template <class T, std::size_t L>
+void sum_lanes(const T* vs, std::size_t n, T* out) noexcept {
+  constexpr std::size_t B = 64;
+  T t[L * B];
+  for (std::size_t j0 = 0; j0 < n; j0 += B) {
+    const std::size_t nb = std::min(B, n - j0);
+    kernels::transpose(vs + j0 * L, L, nb, L, t, B);
+    for (std::size_t j = 0; j < nb; ++j) out[j0 + j] = t[j];
+    for (std::size_t q = 1; q < L; ++q)
+      for (std::size_t j = 0; j < nb; ++j) out[j0 + j] += t[q * B + j];
+  }
+}
+
 // rows_backward_weights from a ready planar dz (dzp, layout l).
 template <class T>
 void rows_backward_weights_planar(const ConvGeometry& g, const RowsLayout& l, const T* x,
@@ -502,47 +504,62 @@ void rows_backward_weights_planar(const ConvGeometry& g, const RowsLayout& l, co
   const T* planar = planar_input(g, l, x, ws, false);
   const std::size_t* off = tap_offsets(g, l, ws.offsets);
   const std::size_t cg = g.cg(), kg = g.kg(), K = g.k, taps = g.taps();
-  // Chunks of whole output rows, ~P/16 pixels each within [256, 4096]: long enough that the
-  // per-call lane reductions of the kernel stay a small part of its work, yet enough chunks
+  // Chunks of whole output rows, ~P/16 pixels each within [256, 4096]: long enough that
+  // zeroing and summing a chunk's lane sums stay a small part of its work, yet enough chunks
   // for the threads; a function of the shape alone.
+  constexpr std::size_t L = kernels::RowVec<T>::lanes;
   const std::size_t out_rows = g.n * g.ho;
   const std::size_t chunk_px = std::clamp<std::size_t>(g.pixels() / 16, 256, 4096);
   const std::size_t per_chunk = std::max<std::size_t>(1, chunk_px / g.wo);
   const std::size_t wsize = taps * cg * K, nchunks = (out_rows + per_chunk - 1) / per_chunk;
+  // A chunk goes in runs of output rows whose input rows and dz rows fit in L1 together:
+  // every (tap row, channel, output block) call re-reads them.
+  auto run_bytes = [&](std::size_t s) {
+    return (((s - 1) * g.sh + (g.kh - 1) * g.dh + 1) * l.row + s * K * l.dz_len) * sizeof(T);
+  };
+  std::size_t run = per_chunk;
+  while (run > 1 && run_bytes(run) > 32768) --run;
   T* partial = detail::ensure_len(ws.partial, nchunks * wsize);
-  ws.rows.resize(::fusedcnn::detail::max_threads() * 2 * per_chunk);
+  T* lane_sums = detail::ensure_len(ws.scratch, ::fusedcnn::detail::max_threads() * wsize * L);
+  ws.rows.resize(::fusedcnn::detail::max_threads() * 2 * run);
   ::fusedcnn::detail::parallel_for(nchunks, [&](std::size_t ci) {
-    const T** xr = ws.rows.data() + ::fusedcnn::detail::thread_index() * 2 * per_chunk;
-    const T** dr = xr + per_chunk;
-    T* acc = partial + ci * wsize;
-    const std::size_t r0 = ci * per_chunk, nr = std::min(out_rows, r0 + per_chunk) - r0;
-    for (std::size_t a = 0; a < g.kh; ++a)
-      for (std::size_t gi = 0; gi < g.groups; ++gi)
-        for (std::size_t c = 0; c < cg; ++c) {
-          for (std::size_t i = 0; i < nr; ++i) {
-            const std::size_t n = (r0 + i) / g.ho, ho = (r0 + i) % g.ho;
-            xr[i] = planar + (n * l.hp + ho * g.sh + a * g.dh) * l.row + (gi * cg + c) * l.chan;
-          }
-          for (std::size_t kb0 = 0; kb0 < kg; kb0 += kernels::row_max_kb) {
-            const std::size_t kb = std::min(kernels::row_max_kb, kg - kb0);
-            for (std::size_t i = 0; i < nr; ++i)
-              dr[i] = dzp + ((r0 + i) * K + gi * kg + kb0) * l.dz_len + l.dz_lp;
-            // up to three tap columns per call share the dz loads
-            for (std::size_t b = 0; b < g.kw; b += 3) {
-              const std::size_t tb = std::min<std::size_t>(3, g.kw - b);
-              T* sums = acc + ((a * g.kw + b) * cg + c) * K + gi * kg + kb0;
-              kernels::with_row_kb(kb, [&]<std::size_t KB>() {
-                auto call = [&]<std::size_t TB>() {
-                  kernels::row_bwd_weights<T, KB, TB>(nr, xr, off + b, dr, l.dz_len, g.wo, sums,
-                                                      cg * K);
-                };
-                if (tb == 3) return call.template operator()<3>();
-                if (tb == 2) return call.template operator()<2>();
-                call.template operator()<1>();
-              });
+    const std::size_t tid = ::fusedcnn::detail::thread_index();
+    const T** xr = ws.rows.data() + tid * 2 * run;
+    const T** dr = xr + run;
+    T* vs = lane_sums + tid * wsize * L;  // the chunk's sums, L lanes each
+    std::fill_n(vs, wsize * L, T{0});
+    const std::size_t c0 = ci * per_chunk, c1 = std::min(out_rows, c0 + per_chunk);
+    for (std::size_t r0 = c0; r0 < c1; r0 += run) {
+      const std::size_t nr = std::min(c1, r0 + run) - r0;
+      for (std::size_t a = 0; a < g.kh; ++a)
+        for (std::size_t gi = 0; gi < g.groups; ++gi)
+          for (std::size_t c = 0; c < cg; ++c) {
+            for (std::size_t i = 0; i < nr; ++i) {
+              const std::size_t n = (r0 + i) / g.ho, ho = (r0 + i) % g.ho;
+              xr[i] = planar + (n * l.hp + ho * g.sh + a * g.dh) * l.row + (gi * cg + c) * l.chan;
+            }
+            for (std::size_t kb0 = 0; kb0 < kg; kb0 += kernels::row_max_kb) {
+              const std::size_t kb = std::min(kernels::row_max_kb, kg - kb0);
+              for (std::size_t i = 0; i < nr; ++i)
+                dr[i] = dzp + ((r0 + i) * K + gi * kg + kb0) * l.dz_len + l.dz_lp;
+              // up to three tap columns per call share the dz loads
+              for (std::size_t b = 0; b < g.kw; b += 3) {
+                const std::size_t tb = std::min<std::size_t>(3, g.kw - b);
+                T* sums = vs + (((a * g.kw + b) * cg + c) * K + gi * kg + kb0) * L;
+                kernels::with_row_kb(kb, [&]<std::size_t KB>() {
+                  auto call = [&]<std::size_t TB>() {
+                    kernels::row_bwd_weights<T, KB, TB>(nr, xr, off + b, dr, l.dz_len, g.wo, sums,
+                                                        cg * K);
+                  };
+                  if (tb == 3) return call.template operator()<3>();
+                  if (tb == 2) return call.template operator()<2>();
+                  call.template operator()<1>();
+                });
+              }
             }
           }
-        }
+    }
+    sum_lanes<T, L>(vs, wsize, partial + ci * wsize);
   });
   add_chunk_partials(partial, nchunks, wsize, dw);
 }
