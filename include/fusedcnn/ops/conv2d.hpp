@@ -164,6 +164,11 @@ void igemm_driver(const ConvPlan& plan, std::size_t taps, std::size_t kc, std::s
   });
 }
 
+// HWIO rows the forward packing fetches ahead of the one it copies: rows K values apart are
+// a stride the hardware prefetcher follows late, and a deep panel (a 3x3 layer of 512
+// channels reads 4608 of them) then waits on memory row by row.
+inline constexpr std::size_t pack_ahead = 16;
+
 // Packs panel q of the forward weights: NR output channels of one group over every (tap,
 // input channel) row, each channel k multiplied by scale[k] when scale is given (BN
 // folding), zero past the group's last channel. Rows are runs of contiguous HWIO columns;
@@ -175,8 +180,13 @@ void pack_forward_panel(const ConvGeometry& g, const T* w, const T* scale, std::
   const std::size_t kg = g.kg(), panels = (kg + NR - 1) / NR, gi = q / panels;
   const std::size_t k0 = gi * kg + (q % panels) * NR, n = std::min(NR, gi * kg + kg - k0);
   const T* __restrict sc = scale ? scale + k0 : nullptr;
-  for (std::size_t r = 0; r < g.taps() * g.cg(); ++r, dst += NR) {
+  const std::size_t rows = g.taps() * g.cg();
+  for (std::size_t r = 0; r < rows; ++r, dst += NR) {
     const T* __restrict src = w + r * g.k + k0;
+    if (r + pack_ahead < rows) {
+      kernels::prefetch(src + pack_ahead * g.k);
+      if (NR * sizeof(T) > 64) kernels::prefetch(src + pack_ahead * g.k + n - 1);
+    }
     if (n == NR && sc) {
       for (std::size_t j = 0; j < NR; ++j) dst[j] = src[j] * sc[j];
     } else if (n == NR) {
