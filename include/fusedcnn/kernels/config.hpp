@@ -47,4 +47,13 @@ inline void prefetch(const void* p) noexcept {
 #endif
 }
 
+// Fetches the cache line at p ahead, to be written.
+inline void prefetch_write(const void* p) noexcept {
+#if defined(__GNUC__)
+  __builtin_prefetch(p, 1);
+#else
+  (void)p;
+#endif
+}
+
 }  // namespace fusedcnn::kernels

@@ -499,8 +499,15 @@ void conv2d_backward_weights(const ConvGeometry& g, const T* x, const T* dz, T* 
             std::copy_n(dz + (b0 + p) * K + gi * kg + k0, n, panel + p * NR);
           for (std::size_t t = 0; t < gs.taps; ++t)
             detail::for_exact_blocks<MR>(rc, [&]<std::size_t M>(std::size_t c0) {
-              kernels::dw<T, M, NR>(np, rows + t * block, gi * cg + c0, panel, NR, n,
-                                    acc + (t * rc + c0) * K + gi * kg + k0, K);
+              // The next tile's rows of dw (K values apart, in no stream a prefetcher
+              // follows) are fetched while this one runs: once dw outgrows L2 (9.4 MB at
+              // 7x7x512) each tile's adds otherwise wait on its misses.
+              T* out = acc + (t * rc + c0) * K + gi * kg + k0;
+              if (t * rc + c0 + 2 * M <= gs.taps * rc)
+                for (std::size_t i = 0; i < M; ++i)
+                  for (std::size_t e = 0; e < n; e += 64 / sizeof(T))
+                    kernels::prefetch_write(out + (M + i) * K + e);
+              kernels::dw<T, M, NR>(np, rows + t * block, gi * cg + c0, panel, NR, n, out, K);
             });
         }
     }
