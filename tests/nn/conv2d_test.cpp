@@ -211,6 +211,26 @@ TEMPLATE_TEST_CASE("Conv2D row family with strides that skip input rows and colu
   for (const StridedCase& s : cases) check_against_reference<TestType>(s.conv_case(), rng);
 }
 
+TEMPLATE_TEST_CASE("Conv2D row family on rows wider than a chunk and chunks across images",
+                   "[conv2d][families]", float, double) {
+  // The row family makes planar input rows per thread, in a window of the rows a chunk of
+  // output rows reads. Rows of 257+ pixels make a chunk a single output row, so the window
+  // holds exactly one output row's taps; short images put a chunk's rows in two images.
+  // Dilation and strides spread the taps over more rows than the kernel has.
+  const StridedCase cases[] = {{2, 5, 300, 2, 2, 3, 3, 1, 1, 1, 1, {1, 1, 1, 1}},
+                               {1, 7, 270, 1, 3, 3, 3, 1, 1, 2, 1, {2, 2, 1, 1}},
+                               {2, 9, 520, 3, 2, 3, 2, 2, 1, 1, 1, {1, 0, 1, 1}},
+                               {7, 2, 9, 2, 4, 3, 3, 1, 1, 1, 1, {1, 1, 1, 1}},
+                               {5, 4, 6, 1, 2, 2, 3, 3, 1, 2, 1, {1, 2, 1, 1}}};
+  std::mt19937_64 rng(sizeof(TestType) == 4 ? 61 : 62);
+  for (const StridedCase& s : cases) {
+    const support::ConvCase cc = s.conv_case();
+    REQUIRE(fusedcnn::ops::use_rows<TestType>(
+        fusedcnn::ops::make_geometry({s.n, s.h, s.w, s.c}, s.k, cc.opts)));
+    check_against_reference<TestType>(cc, rng);
+  }
+}
+
 TEMPLATE_TEST_CASE("Conv2D igemm data gradient of strided layers, one class of input pixels at a time",
                    "[conv2d][families]", float, double) {
   // Many channels (the igemm family): the data gradient runs each class of input pixels

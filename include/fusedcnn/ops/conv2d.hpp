@@ -120,7 +120,7 @@ void igemm_driver(const ConvPlan& plan, std::size_t taps, std::size_t kc, std::s
   const std::size_t tiles = (plan.chunk_rows + MR - 1) / MR, tile_len = taps * MR;
   const std::size_t threads = ::fusedcnn::detail::max_threads();
   const std::size_t per_thread = tiles * tile_len, block_len = per_block * panel_len;
-  ws.rows.resize(threads * per_thread);
+  ws.rows.resize(thread_slots_len(threads, per_thread));
   T* packed = ensure_len(ws.packed, threads * block_len);
   ws.packed_block.assign(threads, blocks);  // no thread holds a block yet
   // Block-major items: a static split then gives each thread whole column blocks over every
@@ -129,7 +129,7 @@ void igemm_driver(const ConvPlan& plan, std::size_t taps, std::size_t kc, std::s
   ::fusedcnn::detail::parallel_for(plan.chunks * blocks, [&](std::size_t item) {
     const std::size_t chunk = item % plan.chunks, blk = item / plan.chunks;
     const std::size_t tid = ::fusedcnn::detail::thread_index();
-    const T** rows = ws.rows.data() + tid * per_thread;
+    const T** rows = ws.rows.data() + thread_slot_offset(tid, per_thread);
     T* block = packed + tid * block_len;
     const std::size_t q0 = blk * per_block, q1 = std::min(all_panels, q0 + per_block);
     if (ws.packed_block[tid] != blk) {
@@ -448,7 +448,7 @@ void conv2d_backward_weights(const ConvGeometry& g, const T* x, const T* dz, T* 
   detail::ensure_zeros(ws, std::max(g.c, gs.kc));
   const T* zero = ws.zeros.data();
   const std::size_t per_thread = gs.taps * block;
-  ws.rows.resize(::fusedcnn::detail::max_threads() * per_thread);
+  ws.rows.resize(thread_slots_len(::fusedcnn::detail::max_threads(), per_thread));
   const GatherWindows<T> windows(ws, block, gs.window_len(g));  // a slot per pixel of a block
   constexpr std::size_t MR = kernels::DwTile<T>::mr, NR = kernels::DwTile<T>::nr;
   // Few chunks (many channels on few pixels) also split the output channels into column
@@ -473,7 +473,7 @@ void conv2d_backward_weights(const ConvGeometry& g, const T* x, const T* dz, T* 
       for (std::size_t r = 0; r < taps * cg; ++r)
         for (std::size_t gi = 0; gi < g.groups; ++gi)
           std::fill(acc + r * K + gi * kg + kb0, acc + r * K + gi * kg + kb1, T{0});
-    const T** rows = ws.rows.data() + ::fusedcnn::detail::thread_index() * per_thread;
+    const T** rows = ws.rows.data() + thread_slot_offset(::fusedcnn::detail::thread_index(), per_thread);
     const std::size_t pend = std::min(P, (ci + 1) * per_chunk);
     for (std::size_t b0 = ci * per_chunk; b0 < pend; b0 += block) {
       const std::size_t np = std::min(block, pend - b0);

@@ -1,9 +1,9 @@
 // The row family's convolution drivers: forward, backward-data and backward-weights for
 // groups with few output channels, vectorised over output pixels (kernels/rows.hpp).
 //
-// x is first rewritten as planar rows [n][padded row][channel][phase][wq] with the padding
-// stored as zeros, so the kernels need no bounds checks and every stride and dilation reads
-// contiguous pixels. dz is rewritten once per backward as [n*Ho][K][dz_len] zero-padded runs.
+// x is read as planar rows [padded row][channel][phase][wq] with the padding stored as
+// zeros, so the kernels need no bounds checks and every stride and dilation reads contiguous
+// pixels; each thread makes the rows its output rows need in a small window (PlanarWindow). dz is rewritten once per backward as [n*Ho][K][dz_len] zero-padded runs.
 // Chunks are runs of whole output rows (a function of the shape alone), so per-chunk
 // statistics and weight-gradient partials do not depend on the thread count.
 #pragma once
@@ -139,7 +139,7 @@ struct PhaseRun {
         at(cnt ? (w0 + g.pl) / g.sw : 0) {}
 };
 
-// What planarize_input makes of each padded row, worked out once per call (divisions per
+// What planarize_row makes of each padded row, worked out once per call (divisions per
 // row and phase cost more than a few-channel row's copy): the rows and column phases some
 // tap reads (a stride past the kernel's reach skips the others, which are never made
 // planar) and each phase's run. Row hp is read when its residue mod sh is one of a*dh's and
@@ -172,45 +172,88 @@ class RowsReads {
   std::array<PhaseRun, 8> runs_{};  // the first phases' runs
 };
 
-// Rewrites x (N,H,W,C) as zero-padded planar rows, one padded row per parallel task. Rows
-// and column phases no tap reads are left as they are.
+// Writes padded row hp of image n of x (N,H,W,C) as its zero-padded planar row dst. Rows and
+// column phases no tap reads are left as they are.
 template <class T>
-void planarize_input(const ConvGeometry& g, const RowsLayout& l, const T* x, T* out) {
-  const RowsReads reads(g);
-  ::fusedcnn::detail::parallel_for(g.n * l.hp, [&](std::size_t r) {
-    T* dst = out + r * l.row;
-    const std::size_t n = r / l.hp, hp = r % l.hp;
-    const bool padding = hp < g.pt || hp - g.pt >= g.h;
-    const std::size_t at = padding ? 0 : (n * g.h + (hp - g.pt)) * g.w * g.c;
-    if (!reads.row(hp)) return;
-    if (padding) {
-      std::fill_n(dst, l.row, T{0});
-      return;
+void planarize_row(const ConvGeometry& g, const RowsLayout& l, const RowsReads& reads,
+                   const T* x, std::size_t n, std::size_t hp, T* dst) {
+  if (!reads.row(hp)) return;
+  if (hp < g.pt || hp - g.pt >= g.h) {
+    std::fill_n(dst, l.row, T{0});
+    return;
+  }
+  const T* src = x + (n * g.h + (hp - g.pt)) * g.w * g.c;
+  if (g.sw == 1 && deinterleave_any(g.c, src, g.w, dst + g.pl, l.chan)) {
+    // one phase, split into channel runs in registers: only the padding is left
+    for (std::size_t c = 0; c < g.c; ++c) {
+      std::fill_n(dst + c * l.chan, g.pl, T{0});
+      std::fill(dst + c * l.chan + g.pl + g.w, dst + c * l.chan + l.wq, T{0});
     }
-    const T* src = x + at;
-    if (g.sw == 1 && deinterleave_any(g.c, src, g.w, dst + g.pl, l.chan)) {
-      // one phase, a transpose the compiler vectorises per C: only the padding is left
-      for (std::size_t c = 0; c < g.c; ++c) {
-        std::fill_n(dst + c * l.chan, g.pl, T{0});
-        std::fill(dst + c * l.chan + g.pl + g.w, dst + c * l.chan + l.wq, T{0});
-      }
-      return;
+    return;
+  }
+  for (std::size_t c = 0; c < g.c; ++c)
+    for (std::size_t ph = 0; ph < g.sw; ++ph) {
+      if (!reads.phase(ph)) continue;
+      // input columns w with (w + pl) % sw == ph land at index (w + pl) / sw of phase ph;
+      // everything else in the run is padding
+      T* run = dst + c * l.chan + ph * l.wq;
+      const PhaseRun pr = reads.run(ph);
+      const std::size_t step = g.sw * g.c;
+      std::fill_n(run, pr.at, T{0});
+      const T* s = src + pr.w0 * g.c + c;
+      for (std::size_t i = 0; i < pr.cnt; ++i) run[pr.at + i] = s[i * step];
+      std::fill(run + pr.at + pr.cnt, run + l.wq, T{0});
     }
-    for (std::size_t c = 0; c < g.c; ++c)
-      for (std::size_t ph = 0; ph < g.sw; ++ph) {
-        if (!reads.phase(ph)) continue;
-        // input columns w with (w + pl) % sw == ph land at index (w + pl) / sw of phase ph;
-        // everything else in the run is padding
-        T* run = dst + c * l.chan + ph * l.wq;
-        const PhaseRun pr = reads.run(ph);
-        const std::size_t step = g.sw * g.c;
-        std::fill_n(run, pr.at, T{0});
-        const T* s = src + pr.w0 * g.c + c;
-        for (std::size_t i = 0; i < pr.cnt; ++i) run[pr.at + i] = s[i * step];
-        std::fill(run + pr.at + pr.cnt, run + l.wq, T{0});
-      }
-  });
 }
+
+// n values of T rounded up to whole cache lines, and a line more: the stride of per-thread
+// scratch that threads write and read all the time, so no line is shared by two threads.
+template <class T>
+constexpr std::size_t line_padded(std::size_t n) noexcept {
+  constexpr std::size_t line = 64 / sizeof(T);
+  return (n + line - 1) / line * line + line;
+}
+
+// A thread's window of planar input rows (forward, weight gradient): the padded rows that a
+// chunk of `out_rows` output rows reads, each in slot hp % size, made when an output row
+// first needs it and kept while the chunk's passes (groups, output-channel blocks) read it
+// again. The chunks of a thread come in order, so each input row is made about once per
+// thread, into a buffer that stays in L1/L2, instead of all of x being written out planar
+// and read back. Slot tags (per thread, in ws.window_tags at thread_slot_offset) say which
+// row a slot holds, so reuse never depends on the order chunks run in.
+template <class T>
+class PlanarWindow {
+ public:
+  PlanarWindow(const ConvGeometry& g, const RowsLayout& l, const RowsReads& reads, const T* x,
+               std::size_t size, T* rows, std::size_t* tags) noexcept
+      : g_(g), l_(l), reads_(reads), x_(x), size_(size), rows_(rows), tags_(tags) {}
+
+  // Slots for chunks of out_rows output rows: every row such a chunk reads (when it lies in
+  // one image), so no two rows of one output row share a slot.
+  static std::size_t size(const ConvGeometry& g, std::size_t out_rows) noexcept {
+    return (out_rows - 1) * g.sh + (g.kh - 1) * g.dh + 1;
+  }
+
+  // The planar row of padded input row hp of image n, made if the window does not hold it.
+  const T* row(std::size_t n, std::size_t hp) {
+    const std::size_t slot = hp % size_, tag = n * l_.hp + hp + 1;  // 0: empty
+    T* dst = rows_ + slot * l_.row;
+    if (tags_[slot] != tag) {
+      planarize_row(g_, l_, reads_, x_, n, hp, dst);
+      tags_[slot] = tag;
+    }
+    return dst;
+  }
+
+ private:
+  const ConvGeometry& g_;
+  const RowsLayout& l_;
+  const RowsReads& reads_;
+  const T* x_;
+  std::size_t size_;
+  T* rows_;
+  std::size_t* tags_;
+};
 
 // Writes output row r of dz (src: Wo pixels of K values) as its [K][dz_len] planar runs:
 // dz_lp zeros, Wo values, zeros.
@@ -258,19 +301,6 @@ std::size_t planarize_dz_from(const ConvGeometry& g, const RowsLayout& l, MakeDz
       planarize_dz_row(g, l, buf + r * g.wo * g.k, out + (r0 + r) * g.k * l.dz_len);
   });
   return chunks;
-}
-
-// The planar x: made anew by every forward (`fresh`), reused by the backward that follows
-// it when its x is the same buffer (the layer's kept input: x itself while lent unchanged;
-// a copy taken since, or a later forward's input, is another buffer).
-template <class T>
-const T* planar_input(const ConvGeometry& g, const RowsLayout& l, const T* x,
-                      ConvWorkspace<T>& ws, bool fresh) {
-  if (fresh || ws.planar_x_of != x || ws.planar_x.size() < g.n * l.hp * l.row) {
-    planarize_input(g, l, x, ensure_len(ws.planar_x, g.n * l.hp * l.row));
-    ws.planar_x_of = x;
-  }
-  return ws.planar_x.data();
 }
 
 // The planar dz: made anew by the weight gradient (`fresh`), reused by the data gradient
@@ -326,17 +356,23 @@ void rows_forward(const ConvGeometry& g, const ConvPlan& plan, const T* x, ConvW
                   Epi& epi) {
   constexpr std::size_t L = kernels::RowVec<T>::lanes, KB = kernels::row_fwd_max_kb<T>;
   const RowsLayout l = rows_layout<T>(g, plan);
-  const T* planar = detail::planar_input(g, l, x, ws, true);
+  const detail::RowsReads reads(g);
   const std::size_t* off = detail::tap_offsets(g, l, ws.offsets);
   const std::size_t cg = g.cg(), kg = g.kg(), px = plan.row_nv * L, nsrc = g.taps() * cg;
   const std::size_t per_chunk = plan.chunk_rows / g.wo, out_rows = g.n * g.ho;
   const std::size_t cs = plan.chunk_rows + px;  // channel stride of a tile
-  ws.rows.resize(::fusedcnn::detail::max_threads() * nsrc);
-  T* scratch = detail::ensure_len(ws.scratch, ::fusedcnn::detail::max_threads() * KB * cs);
+  const std::size_t threads = ::fusedcnn::detail::max_threads();
+  const std::size_t wrows = detail::PlanarWindow<T>::size(g, per_chunk);
+  ws.rows.resize(thread_slots_len(threads, nsrc));
+  const std::size_t per_thread = detail::line_padded<T>(KB * cs + wrows * l.row);
+  T* scratch = detail::ensure_len(ws.scratch, threads * per_thread);
+  ws.window_tags.assign(thread_slots_len(threads, wrows), 0);
   ::fusedcnn::detail::parallel_for(plan.chunks, [&](std::size_t chunk) {
     const std::size_t tid = ::fusedcnn::detail::thread_index();
-    const T** src = ws.rows.data() + tid * nsrc;  // per output row: every (tap, c) term
-    T* acc = scratch + tid * KB * cs;  // channel-major: element (i, k) at acc[k*cs + i]
+    const T** src = ws.rows.data() + thread_slot_offset(tid, nsrc);  // every (tap, c) of a row
+    T* acc = scratch + tid * per_thread;  // channel-major: (i, k) at acc[k*cs + i]
+    detail::PlanarWindow<T> window(g, l, reads, x, wrows, acc + KB * cs,
+                                   ws.window_tags.data() + thread_slot_offset(tid, wrows));
     const std::size_t r0 = chunk * per_chunk, r1 = std::min(out_rows, r0 + per_chunk);
     for (std::size_t gi = 0; gi < g.groups; ++gi)
       for (std::size_t kb0 = 0, kb = 0; kb0 < kg; kb0 += kb) {
@@ -347,7 +383,7 @@ void rows_forward(const ConvGeometry& g, const ConvPlan& plan, const T* x, ConvW
           for (std::size_t r = r0; r < r1; ++r) {
             const std::size_t n = r / g.ho, ho = r % g.ho;
             for (std::size_t a = 0, j = 0; a < g.kh; ++a) {
-              const T* row = planar + (n * l.hp + ho * g.sh + a * g.dh) * l.row + gi * cg * l.chan;
+              const T* row = window.row(n, ho * g.sh + a * g.dh) + gi * cg * l.chan;
               for (std::size_t b = 0; b < g.kw; ++b)
                 for (std::size_t c = 0; c < cg; ++c) src[j++] = row + c * l.chan + off[b];
             }
@@ -377,11 +413,11 @@ void rows_backward_data_gather(const ConvGeometry& g, const ConvPlan& plan, cons
   const T* zero = ws.zeros.data();
   const std::size_t per_thread = g.c * l.w_pad;
   T* scratch = ensure_len(ws.scratch, ::fusedcnn::detail::max_threads() * per_thread);
-  ws.rows.resize(::fusedcnn::detail::max_threads() * nsrc);
+  ws.rows.resize(thread_slots_len(::fusedcnn::detail::max_threads(), nsrc));
   ::fusedcnn::detail::parallel_for(g.n * g.h, [&](std::size_t q) {
     const std::size_t tid = ::fusedcnn::detail::thread_index();
     T* buf = scratch + tid * per_thread;  // [c][w_pad]
-    const T** src = ws.rows.data() + tid * nsrc;
+    const T** src = ws.rows.data() + thread_slot_offset(tid, nsrc);
     const std::size_t n = q / g.h, hp = q % g.h + g.pt;
     for (std::size_t gi = 0; gi < g.groups; ++gi) {
       for (std::size_t a = 0, j = 0; a < g.kh; ++a) {
@@ -501,7 +537,7 @@ void sum_lanes(const T* vs, std::size_t n, T* out) noexcept {
 template <class T>
 void rows_backward_weights_planar(const ConvGeometry& g, const RowsLayout& l, const T* x,
                                   const T* dzp, T* dw, ConvWorkspace<T>& ws) {
-  const T* planar = planar_input(g, l, x, ws, false);
+  const RowsReads reads(g);
   const std::size_t* off = tap_offsets(g, l, ws.offsets);
   const std::size_t cg = g.cg(), kg = g.kg(), K = g.k, taps = g.taps();
   // Chunks of whole output rows, ~P/16 pixels each within [256, 4096]: long enough that
@@ -519,24 +555,31 @@ void rows_backward_weights_planar(const ConvGeometry& g, const RowsLayout& l, co
   };
   std::size_t run = per_chunk;
   while (run > 1 && run_bytes(run) > 32768) --run;
+  const std::size_t threads = ::fusedcnn::detail::max_threads();
+  const std::size_t wrows = PlanarWindow<T>::size(g, per_chunk);
+  const std::size_t per_thread = line_padded<T>(wsize * L + wrows * l.row);
   T* partial = detail::ensure_len(ws.partial, nchunks * wsize);
-  T* lane_sums = detail::ensure_len(ws.scratch, ::fusedcnn::detail::max_threads() * wsize * L);
-  ws.rows.resize(::fusedcnn::detail::max_threads() * 2 * run);
+  T* lane_sums = detail::ensure_len(ws.scratch, threads * per_thread);
+  ws.rows.resize(thread_slots_len(threads, 2 * run));
+  ws.window_tags.assign(thread_slots_len(threads, wrows), 0);
   ::fusedcnn::detail::parallel_for(nchunks, [&](std::size_t ci) {
     const std::size_t tid = ::fusedcnn::detail::thread_index();
-    const T** xr = ws.rows.data() + tid * 2 * run;
+    const T** xr = ws.rows.data() + thread_slot_offset(tid, 2 * run);
     const T** dr = xr + run;
-    T* vs = lane_sums + tid * wsize * L;  // the chunk's sums, L lanes each
+    T* vs = lane_sums + tid * per_thread;  // the chunk's sums, L lanes each
+    PlanarWindow<T> window(g, l, reads, x, wrows, vs + wsize * L,
+                           ws.window_tags.data() + thread_slot_offset(tid, wrows));
     std::fill_n(vs, wsize * L, T{0});
     const std::size_t c0 = ci * per_chunk, c1 = std::min(out_rows, c0 + per_chunk);
-    for (std::size_t r0 = c0; r0 < c1; r0 += run) {
-      const std::size_t nr = std::min(c1, r0 + run) - r0;
+    // runs end at image boundaries too: the window then holds all of a run's rows at once
+    for (std::size_t r0 = c0, nr = 0; r0 < c1; r0 += nr) {
+      nr = std::min({c1, r0 + run, (r0 / g.ho + 1) * g.ho}) - r0;
       for (std::size_t a = 0; a < g.kh; ++a)
         for (std::size_t gi = 0; gi < g.groups; ++gi)
           for (std::size_t c = 0; c < cg; ++c) {
             for (std::size_t i = 0; i < nr; ++i) {
               const std::size_t n = (r0 + i) / g.ho, ho = (r0 + i) % g.ho;
-              xr[i] = planar + (n * l.hp + ho * g.sh + a * g.dh) * l.row + (gi * cg + c) * l.chan;
+              xr[i] = window.row(n, ho * g.sh + a * g.dh) + (gi * cg + c) * l.chan;
             }
             for (std::size_t kb0 = 0; kb0 < kg; kb0 += kernels::row_max_kb) {
               const std::size_t kb = std::min(kernels::row_max_kb, kg - kb0);

@@ -147,14 +147,14 @@ void strip_driver(const StripPass& s, const ConvPlan& plan, const T* src, const 
   const T* zero = ws.zeros.data();
   T* scratch = ensure_len(ws.scratch, ::fusedcnn::detail::max_threads() * per_thread);
   const std::size_t ptrs = 3 * s.kh + span;  // copies, lines, at, and the ring's tags
-  ws.rows.resize(::fusedcnn::detail::max_threads() * ptrs);
+  ws.rows.resize(thread_slots_len(::fusedcnn::detail::max_threads(), ptrs));
   const std::size_t per_chunk = plan.chunk_rows / s.width, out_rows = s.n * s.nrows;
   kernels::with_strip_kw(s.kw, [&]<std::size_t KW>() {
     ::fusedcnn::detail::parallel_for(plan.chunks, [&](std::size_t chunk) {
       const std::size_t tid = ::fusedcnn::detail::thread_index();
       T* ring = scratch + tid * per_thread;
       T* tile = ring + span * slot_len;
-      const T** copies = ws.rows.data() + tid * ptrs;  // each kernel row's end copies
+      const T** copies = ws.rows.data() + thread_slot_offset(tid, ptrs);  // each kernel row's end copies
       const T** lines = copies + s.kh;                  // its source row (null: padding)
       const T** at = lines + s.kh;                      // where the strip reads each
       const T** tag = at + s.kh;                        // the source row each slot holds

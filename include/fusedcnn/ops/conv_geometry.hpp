@@ -112,13 +112,33 @@ struct ConvWorkspace {
   std::vector<const T*> rows;      // per-thread row pointers of one tile
   Tensor<T, 1> windows;            // per-thread copies of gather windows that cross padding
   Tensor<T, 1> dz_panels;          // per-thread weight-gradient dz panels of a pixel block
-  // Row family only: planar copies of x and dz, per-thread row scratch; tap offsets (and the
-  // taps of one pixel class in the strided igemm data gradient).
-  Tensor<T, 1> planar_x, planar_dz, scratch;
-  const T* planar_x_of = nullptr;   // the x planar_x was made from (forward sets it)
+  // Row family only: the planar copy of dz, per-thread row scratch (and windows of planar
+  // input rows); tap offsets (and the taps of one pixel class in the strided igemm data
+  // gradient).
+  Tensor<T, 1> planar_dz, scratch;
   const T* planar_dz_of = nullptr;  // the dz planar_dz was made from (one backward)
   std::vector<std::size_t> offsets;
+  std::vector<std::size_t> window_tags;  // row family: the input row each window slot holds
 };
+
+// Per-thread slots of a workspace vector of pointer-sized values (row pointers, window
+// tags) for n each: thread tid's start at thread_slot_offset(tid, n) in a vector of
+// thread_slots_len(threads, n), whole cache lines apart with a line of padding before and
+// after each, so no two threads write one line and no thread writes a line shared with
+// whatever the heap put next to the vector. (A row kernel's driver rewrites its few row
+// pointers for every output row while the other thread reads its own, and the tap offsets
+// both read: 9 pointers per thread side by side made a 2-channel forward no faster on two
+// threads than on one.)
+inline constexpr std::size_t slot_line = 64 / sizeof(void*);
+inline std::size_t thread_slots(std::size_t n) noexcept {
+  return (n + slot_line - 1) / slot_line * slot_line + slot_line;
+}
+inline std::size_t thread_slots_len(std::size_t threads, std::size_t n) noexcept {
+  return threads * thread_slots(n) + slot_line;
+}
+inline std::size_t thread_slot_offset(std::size_t tid, std::size_t n) noexcept {
+  return slot_line + tid * thread_slots(n);
+}
 
 // Rows of `width` pixels per reduction chunk of the row and strip families: about 256
 // pixels, whole rows.
