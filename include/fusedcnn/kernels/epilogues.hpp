@@ -179,14 +179,16 @@ struct BiasStatsEpilogue {
     double* shift = slots + t.chunk * 3 * K + t.k0;
     const bool first = t.p0 == t.chunk_p0;
     if (t.cs != 1) {  // channel-major (row family, at most 8 channels): pixels contiguous
-      for (std::size_t j = 0; j < t.n; ++j) {
-        const T b = bias ? bias[t.k0 + j] : T{0};
-        const T* src = t.data + j * t.cs;
-        if (first) shift[j] = static_cast<double>(tile_mean(src, t.m, b));
-        T s1, s2;
-        shifted_sums(src, t.m, b, static_cast<T>(shift[j]), s1, s2);
-        shift[K + j] += static_cast<double>(s1);
-        shift[2 * K + j] += static_cast<double>(s2);
+      for (std::size_t j0 = 0, nb = 0; j0 < t.n; j0 += nb) {  // blocks of 8, 4, 3, 2, 1
+        const std::size_t left = t.n - j0;
+        nb = left >= 8 ? 8 : left >= 4 ? 4 : left;
+        TileInfo<T> part = t;
+        part.data += j0 * t.cs, part.k0 += j0, part.n = nb;
+        if (nb == 8) channel_major<8>(part, shift + j0, first);
+        else if (nb == 4) channel_major<4>(part, shift + j0, first);
+        else if (nb == 3) channel_major<3>(part, shift + j0, first);
+        else if (nb == 2) channel_major<2>(part, shift + j0, first);
+        else channel_major<1>(part, shift + j0, first);
       }
       detail::store_channel_major<T, false>(t.data, t.cs, t.m, t.n, bias ? bias + t.k0 : nullptr,
                                             z + t.p0 * ldz + t.k0, ldz);
@@ -269,36 +271,51 @@ struct BiasStatsEpilogue {
     return s;
   }
 
-  // Mean of src[i] + b over i < m, in T, vectorised over i (masked tail).
-  static T tile_mean(const T* src, std::size_t m, T b) noexcept {
+  // The sums of a channel-major tile of N channels (row family), each channel's in pixel
+  // order (vectors, lanes summed in order, then a scalar tail): the tile mean of z (the
+  // chunk's shift, on its first tile; its tail a masked vector) and the sums of d = z - shift
+  // and d^2. A vector of pixels of every channel at a time, so the N channels' add chains
+  // interleave instead of each waiting on its own adds (a quarter of an 8-channel training
+  // forward went to those waits).
+  template <std::size_t N>
+  void channel_major(const TileInfo<T>& t, double* shift, bool first) const noexcept {
     using V = RowVec<T>;
-    typename V::R acc = V::zero();
-    std::size_t i = 0;
-    for (; i + V::lanes <= m; i += V::lanes) acc = V::add(acc, V::loadu(src + i));
-    if (i < m) acc = V::add(acc, V::load(V::first(m - i), src + i));
-    return lane_sum<V>(acc) / static_cast<T>(m) + b;
-  }
-
-  // Sums of d and d^2 for d = (src[i] + b) - shift, i < m, vectorised over i. z = src + b is
-  // rounded to T first, as stored, so the statistics are those of the z the layer keeps.
-  static void shifted_sums(const T* src, std::size_t m, T b, T shift, T& s1, T& s2) noexcept {
-    using V = RowVec<T>;
-    const T neg = -shift;
-    const typename V::R bv = V::bcast(&b), sv = V::bcast(&neg);
-    typename V::R a = V::zero(), q = V::zero();
-    std::size_t i = 0;
-    for (; i + V::lanes <= m; i += V::lanes) {
-      const typename V::R d = V::add(V::add(V::loadu(src + i), bv), sv);
-      a = V::add(a, d);
-      q = V::fma(d, d, q);
+    const std::size_t K = ldz, m = t.m, full = m / V::lanes * V::lanes;
+    const T* src = t.data;
+    T b[N], neg[N];
+    for (std::size_t j = 0; j < N; ++j) b[j] = bias ? bias[t.k0 + j] : T{0};
+    typename V::R a[N], q[N];
+    if (first) {
+      for (std::size_t j = 0; j < N; ++j) a[j] = V::zero();
+      for (std::size_t i = 0; i < full; i += V::lanes)
+        for (std::size_t j = 0; j < N; ++j) a[j] = V::add(a[j], V::loadu(src + j * t.cs + i));
+      if (full < m)
+        for (std::size_t j = 0; j < N; ++j)
+          a[j] = V::add(a[j], V::load(V::first(m - full), src + j * t.cs + full));
+      for (std::size_t j = 0; j < N; ++j)
+        shift[j] = static_cast<double>(lane_sum<V>(a[j]) / static_cast<T>(m) + b[j]);
     }
-    T ta = lane_sum<V>(a), tq = lane_sum<V>(q);
-    for (; i < m; ++i) {
-      const T d = (src[i] + b) - shift;
-      ta += d;
-      tq += d * d;
+    for (std::size_t j = 0; j < N; ++j) {
+      neg[j] = -static_cast<T>(shift[j]);
+      a[j] = V::zero(), q[j] = V::zero();
     }
-    s1 = ta, s2 = tq;
+    for (std::size_t i = 0; i < full; i += V::lanes)
+      for (std::size_t j = 0; j < N; ++j) {
+        const typename V::R d =
+            V::add(V::add(V::loadu(src + j * t.cs + i), V::bcast(b + j)), V::bcast(neg + j));
+        a[j] = V::add(a[j], d);
+        q[j] = V::fma(d, d, q[j]);
+      }
+    for (std::size_t j = 0; j < N; ++j) {
+      T ta = lane_sum<V>(a[j]), tq = lane_sum<V>(q[j]);
+      for (std::size_t i = full; i < m; ++i) {
+        const T d = (src[j * t.cs + i] + b[j]) + neg[j];
+        ta += d;
+        tq += d * d;
+      }
+      shift[K + j] += static_cast<double>(ta);
+      shift[2 * K + j] += static_cast<double>(tq);
+    }
   }
 
   // A row-major tile of at most one vector of channels (strips, narrow igemm tiles): the same
