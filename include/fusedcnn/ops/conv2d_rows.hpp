@@ -479,7 +479,7 @@ void rows_backward_data_scatter(const ConvGeometry& g, const ConvPlan& plan, con
         }
     }
     T* out = dx + q * g.w * g.c;
-    // one phase: a transpose the compiler vectorises per C
+    // one phase: the channel runs back into pixels (in registers for 2, 4 and 8 channels)
     if (g.sw == 1 && interleave_any(g.c, buf + g.pl, l.chan, g.w, out)) return;
     for (std::size_t c = 0; c < g.c; ++c)
       for (std::size_t ph = 0; ph < g.sw; ++ph) {
