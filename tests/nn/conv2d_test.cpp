@@ -225,8 +225,11 @@ TEMPLATE_TEST_CASE("Conv2D row family on rows wider than a chunk and chunks acro
   std::mt19937_64 rng(sizeof(TestType) == 4 ? 61 : 62);
   for (const StridedCase& s : cases) {
     const support::ConvCase cc = s.conv_case();
-    REQUIRE(fusedcnn::ops::use_rows<TestType>(
-        fusedcnn::ops::make_geometry({s.n, s.h, s.w, s.c}, s.k, cc.opts)));
+    // the row family takes up to half a vector of output channels: all of these where the
+    // build's vectors are wide enough (AVX2, AVX-512), fewer in the generic build
+    if (2 * s.k <= fusedcnn::kernels::RowVec<TestType>::lanes)
+      REQUIRE(fusedcnn::ops::use_rows<TestType>(
+          fusedcnn::ops::make_geometry({s.n, s.h, s.w, s.c}, s.k, cc.opts)));
     check_against_reference<TestType>(cc, rng);
   }
 }
