@@ -473,7 +473,8 @@ void conv2d_backward_weights(const ConvGeometry& g, const T* x, const T* dz, T* 
       for (std::size_t r = 0; r < taps * cg; ++r)
         for (std::size_t gi = 0; gi < g.groups; ++gi)
           std::fill(acc + r * K + gi * kg + kb0, acc + r * K + gi * kg + kb1, T{0});
-    const T** rows = ws.rows.data() + thread_slot_offset(::fusedcnn::detail::thread_index(), per_thread);
+    const std::size_t tid = ::fusedcnn::detail::thread_index();
+    const T** rows = ws.rows.data() + thread_slot_offset(tid, per_thread);
     const std::size_t pend = std::min(P, (ci + 1) * per_chunk);
     for (std::size_t b0 = ci * per_chunk; b0 < pend; b0 += block) {
       const std::size_t np = std::min(block, pend - b0);
@@ -491,7 +492,7 @@ void conv2d_backward_weights(const ConvGeometry& g, const T* x, const T* dz, T* 
                                 acc + (t * rc + c0) * K + gi * kg + k0, K);
         continue;
       }
-      T* panel = panels + ::fusedcnn::detail::thread_index() * block * NR;
+      T* panel = panels + tid * block * NR;
       for (std::size_t gi = 0; gi < g.groups; ++gi)
         for (std::size_t k0 = kb0; k0 < kb1; k0 += NR) {
           const std::size_t n = std::min(NR, kb1 - k0);

@@ -3,7 +3,8 @@
 //
 // x is read as planar rows [padded row][channel][phase][wq] with the padding stored as
 // zeros, so the kernels need no bounds checks and every stride and dilation reads contiguous
-// pixels; each thread makes the rows its output rows need in a small window (PlanarWindow). dz is rewritten once per backward as [n*Ho][K][dz_len] zero-padded runs.
+// pixels; each thread makes the rows its output rows need in a small window (PlanarWindow).
+// dz is rewritten once per backward as [n*Ho][K][dz_len] zero-padded runs.
 // Chunks are runs of whole output rows (a function of the shape alone), so per-chunk
 // statistics and weight-gradient partials do not depend on the thread count.
 #pragma once
@@ -206,14 +207,6 @@ void planarize_row(const ConvGeometry& g, const RowsLayout& l, const RowsReads& 
     }
 }
 
-// n values of T rounded up to whole cache lines, and a line more: the stride of per-thread
-// scratch that threads write and read all the time, so no line is shared by two threads.
-template <class T>
-constexpr std::size_t line_padded(std::size_t n) noexcept {
-  constexpr std::size_t line = 64 / sizeof(T);
-  return (n + line - 1) / line * line + line;
-}
-
 // A thread's window of planar input rows (forward, weight gradient): the padded rows that a
 // chunk of `out_rows` output rows reads, each in slot hp % size, made when an output row
 // first needs it and kept while the chunk's passes (groups, output-channel blocks) read it
@@ -364,7 +357,7 @@ void rows_forward(const ConvGeometry& g, const ConvPlan& plan, const T* x, ConvW
   const std::size_t threads = ::fusedcnn::detail::max_threads();
   const std::size_t wrows = detail::PlanarWindow<T>::size(g, per_chunk);
   ws.rows.resize(thread_slots_len(threads, nsrc));
-  const std::size_t per_thread = detail::line_padded<T>(KB * cs + wrows * l.row);
+  const std::size_t per_thread = line_padded<T>(KB * cs + wrows * l.row);
   T* scratch = detail::ensure_len(ws.scratch, threads * per_thread);
   ws.window_tags.assign(thread_slots_len(threads, wrows), 0);
   ::fusedcnn::detail::parallel_for(plan.chunks, [&](std::size_t chunk) {
@@ -551,7 +544,7 @@ void rows_backward_weights_planar(const ConvGeometry& g, const RowsLayout& l, co
   // A chunk goes in runs of output rows whose input rows and dz rows fit in L1 together:
   // every (tap row, channel, output block) call re-reads them.
   auto run_bytes = [&](std::size_t s) {
-    return (((s - 1) * g.sh + (g.kh - 1) * g.dh + 1) * l.row + s * K * l.dz_len) * sizeof(T);
+    return (PlanarWindow<T>::size(g, s) * l.row + s * K * l.dz_len) * sizeof(T);
   };
   std::size_t run = per_chunk;
   while (run > 1 && run_bytes(run) > 32768) --run;

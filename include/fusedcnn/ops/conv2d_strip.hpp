@@ -154,7 +154,8 @@ void strip_driver(const StripPass& s, const ConvPlan& plan, const T* src, const 
       const std::size_t tid = ::fusedcnn::detail::thread_index();
       T* ring = scratch + tid * per_thread;
       T* tile = ring + span * slot_len;
-      const T** copies = ws.rows.data() + thread_slot_offset(tid, ptrs);  // each kernel row's end copies
+      // each kernel row's end copies
+      const T** copies = ws.rows.data() + thread_slot_offset(tid, ptrs);
       const T** lines = copies + s.kh;                  // its source row (null: padding)
       const T** at = lines + s.kh;                      // where the strip reads each
       const T** tag = at + s.kh;                        // the source row each slot holds

@@ -121,6 +121,14 @@ struct ConvWorkspace {
   std::vector<std::size_t> window_tags;  // row family: the input row each window slot holds
 };
 
+// n values of E rounded up to whole cache lines, and a line more: the stride of per-thread
+// data that threads write and read all the time, so no line is shared by two threads.
+template <class E>
+constexpr std::size_t line_padded(std::size_t n) noexcept {
+  constexpr std::size_t line = 64 / sizeof(E);
+  return (n + line - 1) / line * line + line;
+}
+
 // Per-thread slots of a workspace vector of pointer-sized values (row pointers, window
 // tags) for n each: thread tid's start at thread_slot_offset(tid, n) in a vector of
 // thread_slots_len(threads, n), whole cache lines apart with a line of padding before and
@@ -130,9 +138,7 @@ struct ConvWorkspace {
 // both read: 9 pointers per thread side by side made a 2-channel forward no faster on two
 // threads than on one.)
 inline constexpr std::size_t slot_line = 64 / sizeof(void*);
-inline std::size_t thread_slots(std::size_t n) noexcept {
-  return (n + slot_line - 1) / slot_line * slot_line + slot_line;
-}
+inline std::size_t thread_slots(std::size_t n) noexcept { return line_padded<void*>(n); }
 inline std::size_t thread_slots_len(std::size_t threads, std::size_t n) noexcept {
   return threads * thread_slots(n) + slot_line;
 }
