@@ -148,6 +148,7 @@ class ConvBN {
     const std::size_t K = g.k, rows = g.pixels();
     const std::size_t chunks = plan.chunks, chunk_rows = plan.chunk_rows;
     if (slots_.size() < chunks * 3 * K) slots_ = Tensor<double, 1>({chunks * 3 * K});
+    if (chunk_shifts_.size() < chunks * K) chunk_shifts_ = Tensor<T, 1>({chunks * K});
     double* slots = slots_.data();
     std::fill_n(slots, chunks * 3 * K, 0.0);
 
@@ -155,7 +156,8 @@ class ConvBN {
     conv_.pack_for_forward(g, plan, nullptr);
     const T* bias = conv_.has_bias() ? conv_.bias().data() : nullptr;
     ops::conv2d_forward(g, plan, in.x, conv_.workspace(),
-                        kernels::BiasStatsEpilogue<T>{bn_.z_.data(), K, bias, slots}, in.save);
+                        kernels::BiasStatsEpilogue<T>{bn_.z_.data(), K, bias, slots, chunk_shifts_.data()},
+                        in.save);
     z_valid_ = true;
 
     // Each chunk's (shift, sum d, sum d^2) becomes its mean and M2 in place, then the chunks
@@ -224,6 +226,7 @@ class ConvBN {
   Activation act_;
   bool z_valid_ = false;  // bn_.z_ holds the last forward's Z
   Tensor<double, 1> slots_;
+  Tensor<T, 1> chunk_shifts_;  // the statistics epilogue's shifts, as T
   Tensor<T, 1> shift_;
   Tensor<T> dz_;
   std::string_view path_ = "none";
