@@ -553,47 +553,51 @@ void rows_backward_weights_planar(const ConvGeometry& g, const RowsLayout& l, co
   const std::size_t per_thread = line_padded<T>(wsize * L + wrows * l.row);
   T* partial = detail::ensure_len(ws.partial, nchunks * wsize);
   T* lane_sums = detail::ensure_len(ws.scratch, threads * per_thread);
-  ws.rows.resize(thread_slots_len(threads, 2 * run));
+  // per thread: the run's input rows for every kernel row, [kh][run], then its dz rows
+  const std::size_t slots = (g.kh + 1) * run;
+  ws.rows.resize(thread_slots_len(threads, slots));
   ws.window_tags.assign(thread_slots_len(threads, wrows), 0);
   ::fusedcnn::detail::parallel_for(nchunks, [&](std::size_t ci) {
     const std::size_t tid = ::fusedcnn::detail::thread_index();
-    const T** xr = ws.rows.data() + thread_slot_offset(tid, 2 * run);
-    const T** dr = xr + run;
+    const T** xrows = ws.rows.data() + thread_slot_offset(tid, slots);
+    const T** dr = xrows + g.kh * run;
     T* vs = lane_sums + tid * per_thread;  // the chunk's sums, L lanes each
     PlanarWindow<T> window(g, l, reads, x, wrows, vs + wsize * L,
                            ws.window_tags.data() + thread_slot_offset(tid, wrows));
     std::fill_n(vs, wsize * L, T{0});
     const std::size_t c0 = ci * per_chunk, c1 = std::min(out_rows, c0 + per_chunk);
-    // runs end at image boundaries too: the window then holds all of a run's rows at once
+    // runs end at image boundaries too: the window then holds all of a run's rows at once, so
+    // their pointers are looked up once per run and each channel is an offset from them
     for (std::size_t r0 = c0, nr = 0; r0 < c1; r0 += nr) {
       nr = std::min({c1, r0 + run, (r0 / g.ho + 1) * g.ho}) - r0;
+      const std::size_t n = r0 / g.ho, ho0 = r0 % g.ho;
       for (std::size_t a = 0; a < g.kh; ++a)
-        for (std::size_t gi = 0; gi < g.groups; ++gi)
-          for (std::size_t c = 0; c < cg; ++c) {
-            for (std::size_t i = 0; i < nr; ++i) {
-              const std::size_t n = (r0 + i) / g.ho, ho = (r0 + i) % g.ho;
-              xr[i] = window.row(n, ho * g.sh + a * g.dh) + (gi * cg + c) * l.chan;
-            }
-            for (std::size_t kb0 = 0; kb0 < kg; kb0 += kernels::row_max_kb) {
-              const std::size_t kb = std::min(kernels::row_max_kb, kg - kb0);
-              for (std::size_t i = 0; i < nr; ++i)
-                dr[i] = dzp + ((r0 + i) * K + gi * kg + kb0) * l.dz_len + l.dz_lp;
+        for (std::size_t i = 0; i < nr; ++i)
+          xrows[a * run + i] = window.row(n, (ho0 + i) * g.sh + a * g.dh);
+      for (std::size_t gi = 0; gi < g.groups; ++gi)
+        for (std::size_t kb0 = 0; kb0 < kg; kb0 += kernels::row_max_kb) {
+          const std::size_t kb = std::min(kernels::row_max_kb, kg - kb0);
+          for (std::size_t i = 0; i < nr; ++i)
+            dr[i] = dzp + ((r0 + i) * K + gi * kg + kb0) * l.dz_len + l.dz_lp;
+          for (std::size_t a = 0; a < g.kh; ++a)
+            for (std::size_t c = 0; c < cg; ++c)
               // up to three tap columns per call share the dz loads
               for (std::size_t b = 0; b < g.kw; b += 3) {
                 const std::size_t tb = std::min<std::size_t>(3, g.kw - b);
+                std::size_t o[3];
+                for (std::size_t j = 0; j < tb; ++j) o[j] = off[b + j] + (gi * cg + c) * l.chan;
                 T* sums = vs + (((a * g.kw + b) * cg + c) * K + gi * kg + kb0) * L;
                 kernels::with_row_kb(kb, [&]<std::size_t KB>() {
                   auto call = [&]<std::size_t TB>() {
-                    kernels::row_bwd_weights<T, KB, TB>(nr, xr, off + b, dr, l.dz_len, g.wo, sums,
-                                                        cg * K);
+                    kernels::row_bwd_weights<T, KB, TB>(nr, xrows + a * run, o, dr, l.dz_len,
+                                                        g.wo, sums, cg * K);
                   };
                   if (tb == 3) return call.template operator()<3>();
                   if (tb == 2) return call.template operator()<2>();
                   call.template operator()<1>();
                 });
               }
-            }
-          }
+        }
     }
     sum_lanes<T, L>(vs, wsize, partial + ci * wsize);
   });
