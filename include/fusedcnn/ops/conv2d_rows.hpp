@@ -229,7 +229,10 @@ class PlanarWindow {
 
   // The planar row of padded input row hp of image n, made if the window does not hold it.
   const T* row(std::size_t n, std::size_t hp) {
-    const std::size_t slot = hp % size_, tag = n * l_.hp + hp + 1;  // 0: empty
+    // base_: a multiple of size_ near the rows asked for (lookups come per output row and
+    // kernel row, in nearly rising order), so a slot is a subtraction, not a division
+    if (hp < base_ || hp - base_ >= size_) base_ = hp - hp % size_;
+    const std::size_t slot = hp - base_, tag = n * l_.hp + hp + 1;  // 0: empty
     T* dst = rows_ + slot * l_.row;
     if (tags_[slot] != tag) {
       planarize_row(g_, l_, reads_, x_, n, hp, dst);
@@ -243,7 +246,7 @@ class PlanarWindow {
   const RowsLayout& l_;
   const RowsReads& reads_;
   const T* x_;
-  std::size_t size_;
+  std::size_t size_, base_ = 0;
   T* rows_;
   std::size_t* tags_;
 };
@@ -373,8 +376,7 @@ void rows_forward(const ConvGeometry& g, const ConvPlan& plan, const T* x, ConvW
         const T* w = ws.packed.data() + gi * g.taps() * cg * kg + kb0;
         auto run = [&]<std::size_t B, std::size_t NV>() {
           constexpr std::size_t step = NV * L;  // divides px: whole tiles stay inside wo_pad
-          for (std::size_t r = r0; r < r1; ++r) {
-            const std::size_t n = r / g.ho, ho = r % g.ho;
+          for (std::size_t r = r0, n = r0 / g.ho, ho = r0 % g.ho; r < r1; ++r) {
             for (std::size_t a = 0, j = 0; a < g.kh; ++a) {
               const T* row = window.row(n, ho * g.sh + a * g.dh) + gi * cg * l.chan;
               for (std::size_t b = 0; b < g.kw; ++b)
@@ -383,6 +385,7 @@ void rows_forward(const ConvGeometry& g, const ConvPlan& plan, const T* x, ConvW
             T* out = acc + (r - r0) * g.wo;
             for (std::size_t wo0 = 0; wo0 < g.wo; wo0 += step)
               kernels::row_fwd<T, B, NV>(src, nsrc, wo0, w, kg, out + wo0, cs);
+            if (++ho == g.ho) ho = 0, ++n;
           }
         };
         kernels::with_row_fwd_tile<T>(kb, plan.row_nv, run);
