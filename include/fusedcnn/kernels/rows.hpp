@@ -82,27 +82,33 @@ void row_fwd(const T* const* src, std::size_t nsrc, std::size_t i0, const T* w,
     for (std::size_t v = 0; v < NV; ++v) V::storeu(out + k * ldo + v * V::lanes, acc[k][v]);
 }
 
-// Data-gradient tile, scattered: for tap row a, every (b, c) gets
-// dst[c*chan + off[b] + i] += sum_k w[((a*kw + b)*cg + c)*ldw + k] * dz[k*ldz + i].
-template <class T, std::size_t KB, std::size_t NV>
-void row_bwd_data(const RowTaps& t, std::size_t a, const T* dz, std::size_t ldz, const T* w,
-                  std::size_t ldw, T* dst) noexcept {
+// Data-gradient tile, scattered: for tap row a, every tap column b and input channels
+// c0 <= c < c0 + CB get
+// dst[c*chan + off[b] + i] += sum_{k < kn} w[((a*kw + b)*cg + c)*ldw + k] * dz[k*ldz + i],
+// the k in order. A (b, c) run takes all its output channels before it is stored: runs of
+// neighbouring tap columns overlap shifted by a value, and storing one after every few k
+// made the next run's loads wait on stores they only partly overlap. CB channels share each
+// dz load, so CB * NV sums are in flight.
+template <class T, std::size_t CB, std::size_t NV>
+void row_bwd_data(const RowTaps& t, std::size_t a, std::size_t c0, const T* dz, std::size_t ldz,
+                  std::size_t kn, const T* w, std::size_t ldw, T* dst) noexcept {
   using V = RowVec<T>;
-  typename V::R g[KB][NV];
-  for (std::size_t k = 0; k < KB; ++k)
-    for (std::size_t v = 0; v < NV; ++v) g[k][v] = V::loadu(dz + k * ldz + v * V::lanes);
   for (std::size_t b = 0; b < t.kw; ++b) {
-    T* out = dst + t.off[b];
-    const T* wt = w + (a * t.kw + b) * t.cg * ldw;
-    for (std::size_t c = 0; c < t.cg; ++c, out += t.chan, wt += ldw) {
-      typename V::R acc[NV];
-      for (std::size_t v = 0; v < NV; ++v) acc[v] = V::loadu(out + v * V::lanes);
-      for (std::size_t k = 0; k < KB; ++k) {
-        const typename V::R wv = V::bcast(wt + k);
-        for (std::size_t v = 0; v < NV; ++v) acc[v] = V::fma(wv, g[k][v], acc[v]);
+    T* out = dst + c0 * t.chan + t.off[b];
+    const T* wt = w + ((a * t.kw + b) * t.cg + c0) * ldw;
+    typename V::R acc[CB][NV];
+    for (std::size_t j = 0; j < CB; ++j)
+      for (std::size_t v = 0; v < NV; ++v) acc[j][v] = V::loadu(out + j * t.chan + v * V::lanes);
+    for (std::size_t k = 0; k < kn; ++k) {
+      typename V::R g[NV];
+      for (std::size_t v = 0; v < NV; ++v) g[v] = V::loadu(dz + k * ldz + v * V::lanes);
+      for (std::size_t j = 0; j < CB; ++j) {
+        const typename V::R wv = V::bcast(wt + j * ldw + k);
+        for (std::size_t v = 0; v < NV; ++v) acc[j][v] = V::fma(wv, g[v], acc[j][v]);
       }
-      for (std::size_t v = 0; v < NV; ++v) V::storeu(out + v * V::lanes, acc[v]);
     }
+    for (std::size_t j = 0; j < CB; ++j)
+      for (std::size_t v = 0; v < NV; ++v) V::storeu(out + j * t.chan + v * V::lanes, acc[j][v]);
   }
 }
 

@@ -284,7 +284,8 @@ template <class T, class MakeDz>
 std::size_t planarize_dz_from(const ConvGeometry& g, const RowsLayout& l, MakeDz& make_dz,
                               T* out, Tensor<double, 1>& sums_buf, ConvWorkspace<T>& ws) {
   const std::size_t per_chunk = rows_per_chunk(g.wo), out_rows = g.n * g.ho;
-  const std::size_t chunks = (out_rows + per_chunk - 1) / per_chunk, len = per_chunk * g.wo * g.k;
+  const std::size_t chunks = (out_rows + per_chunk - 1) / per_chunk;
+  const std::size_t len = line_padded<T>(per_chunk * g.wo * g.k);
   T* scratch = ensure_len(ws.scratch, ::fusedcnn::detail::max_threads() * len);
   if (sums_buf.size() < chunks * g.k) sums_buf = Tensor<double, 1>({chunks * g.k});
   double* sums = sums_buf.data();
@@ -407,7 +408,7 @@ void rows_backward_data_gather(const ConvGeometry& g, const ConvPlan& plan, cons
   const T* wt = ws.packed.data();  // [group][tap][k][c]
   ensure_zeros(ws, l.dz_len);
   const T* zero = ws.zeros.data();
-  const std::size_t per_thread = g.c * l.w_pad;
+  const std::size_t per_thread = line_padded<T>(g.c * l.w_pad);
   T* scratch = ensure_len(ws.scratch, ::fusedcnn::detail::max_threads() * per_thread);
   ws.rows.resize(thread_slots_len(::fusedcnn::detail::max_threads(), nsrc));
   ::fusedcnn::detail::parallel_for(g.n * g.h, [&](std::size_t q) {
@@ -453,26 +454,28 @@ void rows_backward_data_scatter(const ConvGeometry& g, const ConvPlan& plan, con
   constexpr std::size_t L = kernels::RowVec<T>::lanes;
   const kernels::RowTaps taps{g.kh, g.kw, g.cg(), l.chan, tap_offsets(g, l, ws.offsets)};
   const std::size_t cg = g.cg(), kg = g.kg(), px = plan.row_nv * L;
-  T* scratch = ensure_len(ws.scratch, ::fusedcnn::detail::max_threads() * l.row);
+  const std::size_t per_thread = line_padded<T>(l.row);
+  T* scratch = ensure_len(ws.scratch, ::fusedcnn::detail::max_threads() * per_thread);
   ::fusedcnn::detail::parallel_for(g.n * g.h, [&](std::size_t q) {
-    T* buf = scratch + ::fusedcnn::detail::thread_index() * l.row;
+    T* buf = scratch + ::fusedcnn::detail::thread_index() * per_thread;
     std::fill_n(buf, l.row, T{0});
     const std::size_t n = q / g.h, hp = q % g.h + g.pt;
     for (std::size_t a = 0; a < g.kh; ++a) {
       const std::size_t oa = a * g.dh;
       if (hp < oa || (hp - oa) % g.sh != 0 || (hp - oa) / g.sh >= g.ho) continue;
       const std::size_t r = n * g.ho + (hp - oa) / g.sh;
-      for (std::size_t gi = 0; gi < g.groups; ++gi)
-        for (std::size_t kb0 = 0; kb0 < kg; kb0 += kernels::row_max_kb) {
-          const std::size_t kb = std::min(kernels::row_max_kb, kg - kb0);
-          const T* w = ws.packed.data() + gi * g.taps() * cg * kg + kb0;
-          const T* src = dzp + (r * g.k + gi * kg + kb0) * l.dz_len + l.dz_lp;
+      for (std::size_t gi = 0; gi < g.groups; ++gi) {
+        const T* w = ws.packed.data() + gi * g.taps() * cg * kg;
+        const T* src = dzp + (r * g.k + gi * kg) * l.dz_len + l.dz_lp;
+        for (std::size_t c0 = 0; c0 < cg; c0 += kernels::row_max_kb) {
+          const std::size_t cb = std::min(kernels::row_max_kb, cg - c0);
           for (std::size_t wo0 = 0; wo0 < g.wo; wo0 += px)
-            kernels::with_row_tile<T>(kb, plan.row_nv, [&]<std::size_t KB, std::size_t NV>() {
-              kernels::row_bwd_data<T, KB, NV>(taps, a, src + wo0, l.dz_len, w, kg,
+            kernels::with_row_tile<T>(cb, plan.row_nv, [&]<std::size_t CB, std::size_t NV>() {
+              kernels::row_bwd_data<T, CB, NV>(taps, a, c0, src + wo0, l.dz_len, kg, w, kg,
                                                buf + gi * cg * l.chan + wo0);
             });
         }
+      }
     }
     T* out = dx + q * g.w * g.c;
     // one phase: the channel runs back into pixels (in registers for 2, 4 and 8 channels)

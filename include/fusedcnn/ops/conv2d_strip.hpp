@@ -142,7 +142,7 @@ void strip_driver(const StripPass& s, const ConvPlan& plan, const T* src, const 
                                                      W - s.col0);
   const StripEdges e(strips, R, win, q0, q1);
   const std::size_t slot_len = (e.copied(C) + L - 1) / L * L;
-  const std::size_t per_thread = span * slot_len + R * L;
+  const std::size_t per_thread = line_padded<T>(span * slot_len + R * L);
   ensure_zeros(ws, row_len);
   const T* zero = ws.zeros.data();
   T* scratch = ensure_len(ws.scratch, ::fusedcnn::detail::max_threads() * per_thread);
