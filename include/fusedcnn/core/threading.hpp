@@ -1,6 +1,7 @@
 // Thread-count control and the parallel loop every op uses (OpenMP when found, else serial).
 #pragma once
 
+#include <algorithm>
 #include <atomic>
 #include <cstddef>
 
@@ -90,24 +91,49 @@ class SerialScope {
   bool on_;
 };
 
-// Runs f(i) for i in [0, n). Each index is independent, so the split over threads never
-// changes a result; reductions use fixed-size chunks instead (see ops/).
-template <class F>
-void parallel_for(std::size_t n, F&& f) {
+// Runs f(i) for i in [0, n), each thread over a contiguous share of the indices (the first
+// n % threads shares one longer), in rising order or, when Descending, from the share's end
+// down.
+template <bool Descending, class F>
+void parallel_shares(std::size_t n, F&& f) {
+  auto run = [&](std::size_t begin, std::size_t end) {
+    if constexpr (Descending) {
+      for (std::size_t i = end; i > begin; --i) f(i - 1);
+    } else {
+      for (std::size_t i = begin; i < end; ++i) f(i);
+    }
+  };
 #if defined(_OPENMP)
   if (n > 1 && serial_scopes() == 0 && omp_get_max_threads() > 1 && !omp_in_parallel()) {
-    const long long count = static_cast<long long>(n);
 #pragma omp parallel
     {
       in_own_region() = true;
-#pragma omp for schedule(static)
-      for (long long i = 0; i < count; ++i) f(static_cast<std::size_t>(i));
+      const std::size_t threads = static_cast<std::size_t>(omp_get_num_threads());
+      const std::size_t t = static_cast<std::size_t>(omp_get_thread_num());
+      const std::size_t q = n / threads, r = n % threads;
+      const std::size_t begin = t * q + std::min(t, r);
+      run(begin, begin + q + (t < r ? 1 : 0));
       in_own_region() = false;
     }
     return;
   }
 #endif
-  for (std::size_t i = 0; i < n; ++i) f(i);
+  run(0, n);
+}
+
+// Runs f(i) for i in [0, n). Each index is independent, so the split over threads never
+// changes a result; reductions use fixed-size chunks instead (see ops/).
+template <class F>
+void parallel_for(std::size_t n, F&& f) {
+  parallel_shares<false>(n, f);
+}
+
+// parallel_for with each thread's share run from its last index down: a pass over an output
+// that a parallel_for just wrote in rising order then starts on what is still in the
+// thread's own L2.
+template <class F>
+void parallel_for_descending(std::size_t n, F&& f) {
+  parallel_shares<true>(n, f);
 }
 
 }  // namespace detail

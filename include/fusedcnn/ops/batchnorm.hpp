@@ -255,7 +255,8 @@ void bn_apply(const T* z, std::size_t rows, std::size_t C, const BnAffine<T>& f,
     }
     return;
   }
-  ::fusedcnn::detail::parallel_for(bn_chunks(rows), [&](std::size_t ci) {
+  // descending: the conv that wrote z just now left the end of each thread's share in its L2
+  ::fusedcnn::detail::parallel_for_descending(bn_chunks(rows), [&](std::size_t ci) {
     const std::size_t r0 = ci * bn_rows_per_chunk, r1 = std::min(rows, r0 + bn_rows_per_chunk);
     if (relu) {
       detail::bn_apply_rows<T, true>(z, r0, r1, C, f, y);
