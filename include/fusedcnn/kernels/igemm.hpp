@@ -89,8 +89,20 @@ inline void igemm(std::size_t taps, std::size_t kc, const T* const* rows, const 
 #if FUSEDCNN_ISA_GENERIC
   generic::igemm_mrxnr<T, MR, NR>(taps, kc, rows, w, aoff, m, n, static_cast<Epi&&>(epi));
 #else
-  simd::igemm_mrxnr<Vec<T>, T, MR, NR>(taps, kc, rows, w, aoff, m, n,
-                                       static_cast<Epi&&>(epi));
+  // a group's last panel computes only the vectors its columns reach: 73 output channels in
+  // 32-wide panels would otherwise spend a sixth of the FMAs on zero columns
+  constexpr std::size_t L = Vec<T>::lanes, NV = NR / L;
+  auto run = [&]<std::size_t NVC>() {
+    simd::igemm_mrxnr<Vec<T>, T, MR, NR, NVC>(taps, kc, rows, w, aoff, m, n,
+                                              static_cast<Epi&&>(epi));
+  };
+  if constexpr (NV >= 2)
+    if (n <= L) return run.template operator()<1>();
+  if constexpr (NV >= 3)
+    if (n <= 2 * L) return run.template operator()<2>();
+  if constexpr (NV >= 4)
+    if (n <= 3 * L) return run.template operator()<3>();
+  run.template operator()<NV>();
 #endif
 }
 

@@ -17,14 +17,16 @@
 
 namespace fusedcnn::kernels::simd {
 
-template <class V, class T, std::size_t MR, std::size_t NR, class Epi>
+// NV: the vectors of the panel's NR columns that are computed, all by default; fewer for a
+// group's last panel when its columns fit in fewer (the panel keeps its NR-wide rows).
+template <class V, class T, std::size_t MR, std::size_t NR, std::size_t NV = NR / V::lanes,
+          class Epi>
 inline void igemm_mrxnr(std::size_t taps, std::size_t kc, const T* const* rows, const T* w,
                         std::size_t aoff, std::size_t m, std::size_t n,
                         Epi&& epi) noexcept {
-  constexpr std::size_t NV = NR / V::lanes;
-  static_assert(NR % V::lanes == 0 && MR * NV + NV + 1 <= V::registers,
+  static_assert(NR % V::lanes == 0 && NV * V::lanes <= NR && MR * NV + NV + 1 <= V::registers,
                 "tile exceeds the register budget");
-  assert(m >= 1 && m <= MR && n >= 1 && n <= NR);
+  assert(m >= 1 && m <= MR && n >= 1 && n <= NV * V::lanes);
   typename V::R acc[MR][NV];
 #pragma GCC unroll 32
   for (std::size_t i = 0; i < MR; ++i)
