@@ -236,7 +236,8 @@ struct BiasStatsEpilogue {
         }
         V::storeu(lane + v * V::lanes, s);
       }
-      for (std::size_t j = 0; j < t.n; ++j) set_shift(shift, shift_t, j, lane[j] / static_cast<T>(m));
+      for (std::size_t j = 0; j < t.n; ++j)
+        set_shift(shift, shift_t, j, lane[j] / static_cast<T>(m));
     }
     const T minus_one = T{-1};
     const typename V::R neg = V::bcast(&minus_one);
@@ -301,7 +302,8 @@ struct BiasStatsEpilogue {
         for (std::size_t j = 0; j < N; ++j)
           a[j] = V::add(a[j], V::load(V::first(m - full), src + j * t.cs + full));
       for (std::size_t j = 0; j < N; ++j)
-        set_shift(shift, shifts + t.chunk * K + t.k0, j, lane_sum<V>(a[j]) / static_cast<T>(m) + b[j]);
+        set_shift(shift, shifts + t.chunk * K + t.k0, j,
+                  lane_sum<V>(a[j]) / static_cast<T>(m) + b[j]);
     }
     for (std::size_t j = 0; j < N; ++j) {
       neg[j] = -static_cast<T>(shift[j]);
@@ -345,7 +347,8 @@ struct BiasStatsEpilogue {
     T* shift_t = shifts + t.chunk * K + t.k0;
     if (first) {
       V::storeu(lane, s1);
-      for (std::size_t j = 0; j < t.n; ++j) set_shift(shift, shift_t, j, lane[j] / static_cast<T>(t.m));
+      for (std::size_t j = 0; j < t.n; ++j)
+        set_shift(shift, shift_t, j, lane[j] / static_cast<T>(t.m));
       s1 = V::zero();
     }
     sh = V::load(mask, shift_t);

@@ -155,9 +155,8 @@ class ConvBN {
     detail::ensure_shape(bn_.z_, g.out_shape());
     conv_.pack_for_forward(g, plan, nullptr);
     const T* bias = conv_.has_bias() ? conv_.bias().data() : nullptr;
-    ops::conv2d_forward(g, plan, in.x, conv_.workspace(),
-                        kernels::BiasStatsEpilogue<T>{bn_.z_.data(), K, bias, slots, chunk_shifts_.data()},
-                        in.save);
+    kernels::BiasStatsEpilogue<T> stats{bn_.z_.data(), K, bias, slots, chunk_shifts_.data()};
+    ops::conv2d_forward(g, plan, in.x, conv_.workspace(), stats, in.save);
     z_valid_ = true;
 
     // Each chunk's (shift, sum d, sum d^2) becomes its mean and M2 in place, then the chunks
