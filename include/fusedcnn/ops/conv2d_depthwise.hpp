@@ -76,10 +76,9 @@ void depthwise_forward(const ConvGeometry& g, const ConvPlan& plan, const T* x,
                        ConvWorkspace<T>& ws, Epi& epi) {
   const std::size_t C = g.c, mt = depthwise_tile_pixels(C), taps = g.taps();
   const T* w = ws.packed.data();
-  const std::size_t per_thread = line_padded<T>(mt * C);
-  T* scratch = detail::ensure_len(ws.scratch, ::fusedcnn::detail::max_threads() * per_thread);
+  const detail::ThreadScratch<T> scratch(ws.scratch, mt * C);
   ::fusedcnn::detail::parallel_for(plan.chunks, [&](std::size_t chunk) {
-    T* acc = scratch + ::fusedcnn::detail::thread_index() * per_thread;
+    T* acc = scratch.mine();
     const std::size_t c0 = chunk * plan.chunk_rows, c1 = std::min(plan.rows, c0 + plan.chunk_rows);
     for (std::size_t p0 = c0; p0 < c1; p0 += mt) {
       const std::size_t m = std::min(mt, c1 - p0);

@@ -285,12 +285,11 @@ std::size_t planarize_dz_from(const ConvGeometry& g, const RowsLayout& l, MakeDz
                               T* out, Tensor<double, 1>& sums_buf, ConvWorkspace<T>& ws) {
   const std::size_t per_chunk = rows_per_chunk(g.wo), out_rows = g.n * g.ho;
   const std::size_t chunks = (out_rows + per_chunk - 1) / per_chunk;
-  const std::size_t len = line_padded<T>(per_chunk * g.wo * g.k);
-  T* scratch = ensure_len(ws.scratch, ::fusedcnn::detail::max_threads() * len);
+  const ThreadScratch<T> scratch(ws.scratch, per_chunk * g.wo * g.k);
   if (sums_buf.size() < chunks * g.k) sums_buf = Tensor<double, 1>({chunks * g.k});
   double* sums = sums_buf.data();
   ::fusedcnn::detail::parallel_for(chunks, [&](std::size_t ci) {
-    T* buf = scratch + ::fusedcnn::detail::thread_index() * len;
+    T* buf = scratch.mine();
     const std::size_t r0 = ci * per_chunk, nr = std::min(out_rows, r0 + per_chunk) - r0;
     make_dz(r0 * g.wo, nr * g.wo, buf);
     channel_sums(buf, nr * g.wo, g.k, sums + ci * g.k);
@@ -361,13 +360,12 @@ void rows_forward(const ConvGeometry& g, const ConvPlan& plan, const T* x, ConvW
   const std::size_t threads = ::fusedcnn::detail::max_threads();
   const std::size_t wrows = detail::PlanarWindow<T>::size(g, per_chunk);
   ws.rows.resize(thread_slots_len(threads, nsrc));
-  const std::size_t per_thread = line_padded<T>(KB * cs + wrows * l.row);
-  T* scratch = detail::ensure_len(ws.scratch, threads * per_thread);
+  const detail::ThreadScratch<T> scratch(ws.scratch, KB * cs + wrows * l.row);
   ws.window_tags.assign(thread_slots_len(threads, wrows), 0);
   ::fusedcnn::detail::parallel_for(plan.chunks, [&](std::size_t chunk) {
     const std::size_t tid = ::fusedcnn::detail::thread_index();
     const T** src = ws.rows.data() + thread_slot_offset(tid, nsrc);  // every (tap, c) of a row
-    T* acc = scratch + tid * per_thread;  // channel-major: (i, k) at acc[k*cs + i]
+    T* acc = scratch.of(tid);  // channel-major: (i, k) at acc[k*cs + i]
     detail::PlanarWindow<T> window(g, l, reads, x, wrows, acc + KB * cs,
                                    ws.window_tags.data() + thread_slot_offset(tid, wrows));
     const std::size_t r0 = chunk * per_chunk, r1 = std::min(out_rows, r0 + per_chunk);
@@ -408,12 +406,11 @@ void rows_backward_data_gather(const ConvGeometry& g, const ConvPlan& plan, cons
   const T* wt = ws.packed.data();  // [group][tap][k][c]
   ensure_zeros(ws, l.dz_len);
   const T* zero = ws.zeros.data();
-  const std::size_t per_thread = line_padded<T>(g.c * l.w_pad);
-  T* scratch = ensure_len(ws.scratch, ::fusedcnn::detail::max_threads() * per_thread);
+  const ThreadScratch<T> scratch(ws.scratch, g.c * l.w_pad);
   ws.rows.resize(thread_slots_len(::fusedcnn::detail::max_threads(), nsrc));
   ::fusedcnn::detail::parallel_for(g.n * g.h, [&](std::size_t q) {
     const std::size_t tid = ::fusedcnn::detail::thread_index();
-    T* buf = scratch + tid * per_thread;  // [c][w_pad]
+    T* buf = scratch.of(tid);  // [c][w_pad]
     const T** src = ws.rows.data() + thread_slot_offset(tid, nsrc);
     const std::size_t n = q / g.h, hp = q % g.h + g.pt;
     for (std::size_t gi = 0; gi < g.groups; ++gi) {
@@ -454,10 +451,9 @@ void rows_backward_data_scatter(const ConvGeometry& g, const ConvPlan& plan, con
   constexpr std::size_t L = kernels::RowVec<T>::lanes;
   const kernels::RowTaps taps{g.kh, g.kw, g.cg(), l.chan, tap_offsets(g, l, ws.offsets)};
   const std::size_t cg = g.cg(), kg = g.kg(), px = plan.row_nv * L;
-  const std::size_t per_thread = line_padded<T>(l.row);
-  T* scratch = ensure_len(ws.scratch, ::fusedcnn::detail::max_threads() * per_thread);
+  const ThreadScratch<T> scratch(ws.scratch, l.row);
   ::fusedcnn::detail::parallel_for(g.n * g.h, [&](std::size_t q) {
-    T* buf = scratch + ::fusedcnn::detail::thread_index() * per_thread;
+    T* buf = scratch.mine();
     std::fill_n(buf, l.row, T{0});
     const std::size_t n = q / g.h, hp = q % g.h + g.pt;
     for (std::size_t a = 0; a < g.kh; ++a) {
@@ -556,9 +552,8 @@ void rows_backward_weights_planar(const ConvGeometry& g, const RowsLayout& l, co
   while (run > 1 && run_bytes(run) > 32768) --run;
   const std::size_t threads = ::fusedcnn::detail::max_threads();
   const std::size_t wrows = PlanarWindow<T>::size(g, per_chunk);
-  const std::size_t per_thread = line_padded<T>(wsize * L + wrows * l.row);
   T* partial = detail::ensure_len(ws.partial, nchunks * wsize);
-  T* lane_sums = detail::ensure_len(ws.scratch, threads * per_thread);
+  const ThreadScratch<T> lane_sums(ws.scratch, wsize * L + wrows * l.row);
   // per thread: the run's input rows for every kernel row, [kh][run], then its dz rows
   const std::size_t slots = (g.kh + 1) * run;
   ws.rows.resize(thread_slots_len(threads, slots));
@@ -567,7 +562,7 @@ void rows_backward_weights_planar(const ConvGeometry& g, const RowsLayout& l, co
     const std::size_t tid = ::fusedcnn::detail::thread_index();
     const T** xrows = ws.rows.data() + thread_slot_offset(tid, slots);
     const T** dr = xrows + g.kh * run;
-    T* vs = lane_sums + tid * per_thread;  // the chunk's sums, L lanes each
+    T* vs = lane_sums.of(tid);  // the chunk's sums, L lanes each
     PlanarWindow<T> window(g, l, reads, x, wrows, vs + wsize * L,
                            ws.window_tags.data() + thread_slot_offset(tid, wrows));
     std::fill_n(vs, wsize * L, T{0});

@@ -142,17 +142,16 @@ void strip_driver(const StripPass& s, const ConvPlan& plan, const T* src, const 
                                                      W - s.col0);
   const StripEdges e(strips, R, win, q0, q1);
   const std::size_t slot_len = (e.copied(C) + L - 1) / L * L;
-  const std::size_t per_thread = line_padded<T>(span * slot_len + R * L);
   ensure_zeros(ws, row_len);
   const T* zero = ws.zeros.data();
-  T* scratch = ensure_len(ws.scratch, ::fusedcnn::detail::max_threads() * per_thread);
+  const ThreadScratch<T> scratch(ws.scratch, span * slot_len + R * L);
   const std::size_t ptrs = 3 * s.kh + span;  // copies, lines, at, and the ring's tags
   ws.rows.resize(thread_slots_len(::fusedcnn::detail::max_threads(), ptrs));
   const std::size_t per_chunk = plan.chunk_rows / s.width, out_rows = s.n * s.nrows;
   kernels::with_strip_kw(s.kw, [&]<std::size_t KW>() {
     ::fusedcnn::detail::parallel_for(plan.chunks, [&](std::size_t chunk) {
       const std::size_t tid = ::fusedcnn::detail::thread_index();
-      T* ring = scratch + tid * per_thread;
+      T* ring = scratch.of(tid);
       T* tile = ring + span * slot_len;
       // each kernel row's end copies
       const T** copies = ws.rows.data() + thread_slot_offset(tid, ptrs);

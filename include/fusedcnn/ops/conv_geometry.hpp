@@ -185,6 +185,24 @@ T* ensure_len(Tensor<T, 1>& t, std::size_t len) {
   return t.data();
 }
 
+// Per-thread scratch of n values for each thread in buf, line_padded apart, so no two threads
+// write one cache line of it.
+template <class T>
+class ThreadScratch {
+ public:
+  ThreadScratch(Tensor<T, 1>& buf, std::size_t n)
+      : stride_(line_padded<T>(n)),
+        base_(ensure_len(buf, ::fusedcnn::detail::max_threads() * stride_)) {}
+  // Thread tid's values (tid as detail::thread_index gives it).
+  T* of(std::size_t tid) const noexcept { return base_ + tid * stride_; }
+  // The calling thread's values.
+  T* mine() const noexcept { return of(::fusedcnn::detail::thread_index()); }
+
+ private:
+  std::size_t stride_;
+  T* base_;
+};
+
 // dw[e] += sum over chunks of partial[chunk][e], chunks added in order (so the result does
 // not depend on which thread made which partial), in parallel over blocks of elements.
 template <class T>
