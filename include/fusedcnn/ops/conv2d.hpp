@@ -121,7 +121,7 @@ void igemm_driver(const ConvPlan& plan, std::size_t taps, std::size_t kc, std::s
   const std::size_t threads = ::fusedcnn::detail::max_threads();
   const std::size_t per_thread = tiles * tile_len, block_len = per_block * panel_len;
   ws.rows.resize(thread_slots_len(threads, per_thread));
-  T* packed = ensure_len(ws.packed, threads * block_len);
+  const ThreadScratch<T> packed(ws.packed, block_len);
   ws.packed_block.assign(threads, blocks);  // no thread holds a block yet
   // Block-major items: a static split then gives each thread whole column blocks over every
   // chunk (each block packed once), and a short last chunk does not leave one thread idle
@@ -130,7 +130,7 @@ void igemm_driver(const ConvPlan& plan, std::size_t taps, std::size_t kc, std::s
     const std::size_t chunk = item % plan.chunks, blk = item / plan.chunks;
     const std::size_t tid = ::fusedcnn::detail::thread_index();
     const T** rows = ws.rows.data() + thread_slot_offset(tid, per_thread);
-    T* block = packed + tid * block_len;
+    T* block = packed.of(tid);
     const std::size_t q0 = blk * per_block, q1 = std::min(all_panels, q0 + per_block);
     if (ws.packed_block[tid] != blk) {
       for (std::size_t q = q0; q < q1; ++q) pack(q, block + (q - q0) * panel_len);
@@ -461,9 +461,7 @@ void conv2d_backward_weights(const ConvGeometry& g, const T* x, const T* dz, T* 
   // before their tiles run: dz rows are K values apart, and at K = 256..512 floats a block's
   // rows fall into a few L1 sets, so every tile re-read them from L2; a panel is read by
   // taps * C / MR tiles.
-  T* panels = kg > kernels::lanes<T>
-                  ? detail::ensure_len(ws.dz_panels, ::fusedcnn::detail::max_threads() * block * NR)
-                  : nullptr;
+  const detail::ThreadScratch<T> panels(ws.dz_panels, kg > kernels::lanes<T> ? block * NR : 0);
   ::fusedcnn::detail::parallel_for(nchunks * kparts, [&](std::size_t item) {
     const std::size_t ci = item / kparts, kb0 = item % kparts * kstep;
     if (kb0 >= kg) return;
@@ -492,7 +490,7 @@ void conv2d_backward_weights(const ConvGeometry& g, const T* x, const T* dz, T* 
                                 acc + (t * rc + c0) * K + gi * kg + k0, K);
         continue;
       }
-      T* panel = panels + tid * block * NR;
+      T* panel = panels.of(tid);
       for (std::size_t gi = 0; gi < g.groups; ++gi)
         for (std::size_t k0 = kb0; k0 < kb1; k0 += NR) {
           const std::size_t n = std::min(NR, kb1 - k0);

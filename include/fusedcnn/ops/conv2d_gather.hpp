@@ -56,7 +56,7 @@ template <class T>
 class GatherWindows {
  public:
   GatherWindows(ConvWorkspace<T>& ws, std::size_t slots, std::size_t len)
-      : len_(len), per_thread_(slots ? line_padded<T>(slots * len) : 0) {
+      : len_(len), per_thread_(slots ? thread_padded<T>(slots * len) : 0) {
     if (per_thread_)
       base_ = detail::ensure_len(ws.windows, ::fusedcnn::detail::max_threads() * per_thread_);
   }

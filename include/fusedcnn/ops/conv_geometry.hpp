@@ -121,29 +121,31 @@ struct ConvWorkspace {
   std::vector<std::size_t> window_tags;  // row family: the input row each window slot holds
 };
 
-// n values of E rounded up to whole cache lines, and a line more: the stride of per-thread
-// data that threads write and read all the time, so no line is shared by two threads.
+// Per-thread data that threads write all the time sits whole pages apart. A line of padding
+// is not enough: the L2 prefetchers fetch lines next to the ones a core touches, up to the
+// end of their page, and so kept taking lines of the other thread's data (a 2-channel
+// forward on 2 threads ran 1.4x its 1-thread speed with rows and window tags a line apart,
+// 2.0x with them a page apart).
+inline constexpr std::size_t thread_gap_bytes = 4096;
+
+// n values of E rounded up to whole pages, and a page more: the stride of such data.
 template <class E>
-constexpr std::size_t line_padded(std::size_t n) noexcept {
-  constexpr std::size_t line = 64 / sizeof(E);
-  return (n + line - 1) / line * line + line;
+constexpr std::size_t thread_padded(std::size_t n) noexcept {
+  constexpr std::size_t page = thread_gap_bytes / sizeof(E);
+  return (n + page - 1) / page * page + page;
 }
 
 // Per-thread slots of a workspace vector of pointer-sized values (row pointers, window
 // tags) for n each: thread tid's start at thread_slot_offset(tid, n) in a vector of
-// thread_slots_len(threads, n), whole cache lines apart with a line of padding before and
-// after each, so no two threads write one line and no thread writes a line shared with
-// whatever the heap put next to the vector. (A row kernel's driver rewrites its few row
-// pointers for every output row while the other thread reads its own, and the tap offsets
-// both read: 9 pointers per thread side by side made a 2-channel forward no faster on two
-// threads than on one.)
-inline constexpr std::size_t slot_line = 64 / sizeof(void*);
-inline std::size_t thread_slots(std::size_t n) noexcept { return line_padded<void*>(n); }
+// thread_slots_len(threads, n), thread_padded apart with a page before the first, so no
+// thread's slots are near another's or near whatever the heap put next to the vector.
+inline constexpr std::size_t slot_page = thread_gap_bytes / sizeof(void*);
+inline std::size_t thread_slots(std::size_t n) noexcept { return thread_padded<void*>(n); }
 inline std::size_t thread_slots_len(std::size_t threads, std::size_t n) noexcept {
-  return threads * thread_slots(n) + slot_line;
+  return threads * thread_slots(n) + slot_page;
 }
 inline std::size_t thread_slot_offset(std::size_t tid, std::size_t n) noexcept {
-  return slot_line + tid * thread_slots(n);
+  return slot_page + tid * thread_slots(n);
 }
 
 // Rows of `width` pixels per reduction chunk of the row and strip families: about 256
@@ -185,13 +187,12 @@ T* ensure_len(Tensor<T, 1>& t, std::size_t len) {
   return t.data();
 }
 
-// Per-thread scratch of n values for each thread in buf, line_padded apart, so no two threads
-// write one cache line of it.
+// Per-thread scratch of n values for each thread in buf, thread_padded apart.
 template <class T>
 class ThreadScratch {
  public:
   ThreadScratch(Tensor<T, 1>& buf, std::size_t n)
-      : stride_(line_padded<T>(n)),
+      : stride_(n ? thread_padded<T>(n) : 0),
         base_(ensure_len(buf, ::fusedcnn::detail::max_threads() * stride_)) {}
   // Thread tid's values (tid as detail::thread_index gives it).
   T* of(std::size_t tid) const noexcept { return base_ + tid * stride_; }
