@@ -72,21 +72,27 @@ struct RowsLayout {
   std::size_t dz_len;  // elements per planar dz run: dz_lp zeros, Wo values, zeros
 };
 
+// Runs are whole vectors long and dz values start a vector in, so that with the buffers'
+// vector alignment every channel run starts aligned: the weight gradient's dz loads and one
+// tap column's input loads then never straddle two cache lines (a 1-float dz offset made
+// every dz load a split load: the 8-channel weight gradient ran at 2/3 the speed).
 template <class T>
 RowsLayout rows_layout(const ConvGeometry& g, const ConvPlan& plan) noexcept {
-  const std::size_t px = plan.row_nv * kernels::RowVec<T>::lanes;
+  constexpr std::size_t L = kernels::RowVec<T>::lanes;
+  const std::size_t px = plan.row_nv * L;
+  auto whole = [](std::size_t n) { return (n + L - 1) / L * L; };
   RowsLayout l;
   l.hp = g.h + g.pt + g.pb;
   l.wo_pad = (g.wo + px - 1) / px * px;
   const std::size_t qmax = (g.kw - 1) * g.dw / g.sw;
   const std::size_t cols = (g.w + g.pl + g.pr + g.sw - 1) / g.sw;
-  l.wq = std::max(cols, l.wo_pad + qmax);
+  l.wq = whole(std::max(cols, l.wo_pad + qmax));
   l.chan = g.sw * l.wq;
   l.row = g.c * l.chan;
   l.w_pad = (g.w + px - 1) / px * px;
   const std::size_t reach = (g.kw - 1) * g.dw;
-  l.dz_lp = rows_data_gathers(g) && reach > g.pl ? reach - g.pl : 0;
-  l.dz_len = l.dz_lp + std::max(l.wo_pad, g.pl + l.w_pad);
+  l.dz_lp = rows_data_gathers(g) && reach > g.pl ? whole(reach - g.pl) : 0;
+  l.dz_len = l.dz_lp + whole(std::max(l.wo_pad, g.pl + l.w_pad));
   return l;
 }
 
@@ -356,7 +362,7 @@ void rows_forward(const ConvGeometry& g, const ConvPlan& plan, const T* x, ConvW
   const std::size_t* off = detail::tap_offsets(g, l, ws.offsets);
   const std::size_t cg = g.cg(), kg = g.kg(), px = plan.row_nv * L, nsrc = g.taps() * cg;
   const std::size_t per_chunk = plan.chunk_rows / g.wo, out_rows = g.n * g.ho;
-  const std::size_t cs = plan.chunk_rows + px;  // channel stride of a tile
+  const std::size_t cs = (plan.chunk_rows + px + L - 1) / L * L;  // channel stride of a tile
   const std::size_t threads = ::fusedcnn::detail::max_threads();
   const std::size_t wrows = detail::PlanarWindow<T>::size(g, per_chunk);
   ws.rows.resize(thread_slots_len(threads, nsrc));
