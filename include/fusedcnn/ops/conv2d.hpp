@@ -33,13 +33,49 @@
 
 namespace fusedcnn::ops {
 
-// The plan for an M-row GEMM whose groups have n_per_group output columns.
+// Panels per column block: a block's panels (about 256 KiB, at least one panel) are packed
+// by each thread that runs one of the block's items, into that thread's own slice of
+// ws.packed, straight from the HWIO weights; they stay in its L2 while every tile of the
+// block's chunks passes over them. The weights are read once per forward (once per thread
+// sharing a block), never written out whole and read back.
+inline constexpr std::size_t igemm_block_bytes = 256 * 1024;
+
+// The column blocks of all_panels panels of panel_len values each: as many as the cache
+// budget needs, with the panels spread evenly over them (4 panels at 3 per block were blocks
+// of 3 and 1, and the thread given the second idled).
+struct IgemmBlocks {
+  std::size_t count, per_block;
+};
 template <class T>
-ConvPlan plan_igemm(std::size_t rows, std::size_t n_per_group) noexcept {
+constexpr IgemmBlocks igemm_blocks(std::size_t all_panels, std::size_t panel_len) noexcept {
+  const std::size_t most = std::max<std::size_t>(1, igemm_block_bytes / (panel_len * sizeof(T)));
+  const std::size_t count = (all_panels + most - 1) / most;
+  return {count, (all_panels + count - 1) / count};
+}
+
+// Work items (column block, chunk) an igemm pass wants for its threads to share, and the
+// most tiles per chunk.
+inline constexpr std::size_t igemm_items = 32;
+inline constexpr std::size_t igemm_max_tiles_per_chunk = 16;
+
+// The plan for an M-row GEMM whose groups have n_per_group output columns and a reduction of
+// `reduction` values. Chunks are 16 tiles, or fewer when the pass has few tiles and few column
+// blocks, so that it still comes in about igemm_items items (a 120 -> 6 channel layer of 52
+// tiles in chunks of 16 was 4 items, 2 and 2 with the last one short: the 2-thread forward
+// ran 1.4x its 1-thread speed). Chunks are a function of the shape alone, so per-chunk
+// partial sums (the fused statistics epilogue) never depend on the thread count.
+template <class T>
+ConvPlan plan_igemm(std::size_t rows, std::size_t n_per_group, std::size_t groups,
+                    std::size_t reduction) noexcept {
   ConvPlan p;
   p.tile = kernels::pick_tile<T>(n_per_group);
   p.rows = rows;
-  p.chunk_rows = igemm_tiles_per_chunk * p.tile.mr;
+  const std::size_t nr = p.tile.nr, tiles = (rows + p.tile.mr - 1) / p.tile.mr;
+  const std::size_t blocks =
+      igemm_blocks<T>(groups * ((n_per_group + nr - 1) / nr), reduction * nr).count;
+  const std::size_t chunks = (igemm_items + blocks - 1) / blocks;
+  p.chunk_rows = std::clamp<std::size_t>((tiles + chunks - 1) / chunks, 1,
+                                         igemm_max_tiles_per_chunk) * p.tile.mr;
   p.chunks = (rows + p.chunk_rows - 1) / p.chunk_rows;
   return p;
 }
@@ -50,7 +86,7 @@ ConvPlan plan_forward(const ConvGeometry& g) noexcept {
   if (use_depthwise(g)) return plan_depthwise(g);
   if (use_rows<T>(g)) return plan_rows<T>(g);
   if (use_strips<T>(g)) return plan_strips(g.pixels(), g.wo);
-  return plan_igemm<T>(g.pixels(), g.kg());
+  return plan_igemm<T>(g.pixels(), g.kg(), g.groups, g.taps() * g.cg());
 }
 
 // Whether the forward keeps for backward only the input pixels its kernel reads: a strided
@@ -87,13 +123,6 @@ inline void prefetch_rows(const T* const* rows, std::size_t count, std::size_t o
     for (std::size_t e = 0; e < len; e += line) kernels::prefetch(rows[i] + off + e);
 }
 
-// Panels per column block: a block's panels (about 256 KiB, at least one panel) are packed
-// by each thread that runs one of the block's items, into that thread's own slice of
-// ws.packed, straight from the HWIO weights; they stay in its L2 while every tile of the
-// block's chunks passes over them. The weights are read once per forward (once per thread
-// sharing a block), never written out whole and read back.
-inline constexpr std::size_t igemm_block_bytes = 256 * 1024;
-
 // Rows of at most this many bytes are fetched ahead by the GEMM driver itself.
 inline constexpr std::size_t short_row_bytes = 256;
 
@@ -112,11 +141,7 @@ void igemm_driver(const ConvPlan& plan, std::size_t taps, std::size_t kc, std::s
                   Epi& epi, OnTile&& on_tile) {
   const std::size_t panels = (n_per_group + NR - 1) / NR, all_panels = groups * panels;
   const std::size_t panel_len = taps * kc * NR;
-  // As many blocks as the cache budget needs, with the panels spread evenly over them: 4
-  // panels at 3 per block were blocks of 3 and 1, and the thread given the second idled.
-  const std::size_t most = std::max<std::size_t>(1, igemm_block_bytes / (panel_len * sizeof(T)));
-  const std::size_t blocks = (all_panels + most - 1) / most;
-  const std::size_t per_block = (all_panels + blocks - 1) / blocks;  // fills all `blocks`
+  const auto [blocks, per_block] = igemm_blocks<T>(all_panels, panel_len);
   const std::size_t tiles = (plan.chunk_rows + MR - 1) / MR, tile_len = taps * MR;
   const std::size_t threads = ::fusedcnn::detail::max_threads();
   const std::size_t per_thread = tiles * tile_len, block_len = per_block * panel_len;
@@ -284,7 +309,7 @@ ConvPlan plan_backward_data(const ConvGeometry& g) noexcept {
   if (use_depthwise(g)) return plan_depthwise(g);
   if (use_rows_for_data<T>(g)) return plan_rows<T>(g);
   if (use_strips_for_data<T>(g)) return plan_strips(g.in_pixels(), g.w);
-  return plan_igemm<T>(g.in_pixels(), g.cg());
+  return plan_igemm<T>(g.in_pixels(), g.cg(), g.groups, g.taps() * g.kg());
 }
 
 // Whether both gradients of g run through the row kernels, which read dz only in planar
@@ -328,7 +353,7 @@ void backward_data_by_classes(const ConvGeometry& g, const ConvPlan& plan, const
         for (std::size_t r = 0; r < rows; ++r) std::fill_n(row_of(r), g.c, T{0});
         continue;
       }
-      ConvPlan part = plan_igemm<T>(rows, g.cg());
+      ConvPlan part = plan_igemm<T>(rows, g.cg(), g.groups, ntaps * g.kg());
       part.tile = plan.tile;
       kernels::MappedStoreEpilogue<T, decltype(row_of)> store{row_of};
       auto build = [&](std::size_t r0, std::size_t m, const T** rp, auto mr) {

@@ -154,10 +154,6 @@ inline std::size_t rows_per_chunk(std::size_t width) noexcept {
   return std::max<std::size_t>(1, (256 + width - 1) / std::max<std::size_t>(1, width));
 }
 
-// Tiles per reduction chunk of the forward/backward-data drivers: fixed, so per-chunk partial
-// sums (the fused statistics epilogue) never depend on the thread count.
-inline constexpr std::size_t igemm_tiles_per_chunk = 16;
-
 // How one convolution pass is run: by the igemm family (register tile `tile`), the row
 // family (`row_nv` vectors of pixels per tile) or the depthwise drivers, and its rows grouped in reduction chunks:
 // chunk c holds rows [c * chunk_rows, (c + 1) * chunk_rows), a function of the shape alone.
