@@ -127,7 +127,7 @@ TEMPLATE_TEST_CASE("sum_lanes adds each sum's lanes in order", "[kernels]", floa
     std::vector<TestType> vs(n * L), out(n + 1, TestType{-7});
     for (std::size_t i = 0; i < vs.size(); ++i)
       vs[i] = static_cast<TestType>((i * 2654435761u) % 1000) / TestType{7} - TestType{60};
-    fusedcnn::ops::detail::sum_lanes<TestType, L>(vs.data(), n, out.data());
+    fusedcnn::kernels::sum_lanes<TestType, L>(vs.data(), n, out.data());
     for (std::size_t j = 0; j < n; ++j) {
       TestType s = vs[j * L];
       for (std::size_t q = 1; q < L; ++q) s += vs[j * L + q];

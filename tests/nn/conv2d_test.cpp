@@ -317,3 +317,43 @@ TEMPLATE_TEST_CASE("Conv2D strips: about one vector of output channels along uni
     check_against_reference<TestType>({s.n, s.h, s.w, s.c, s.k, o}, rng);
   }
 }
+
+TEMPLATE_TEST_CASE("Conv2D dot family: few output channels on many input channels",
+                   "[conv2d][families]", float, double) {
+  // Groups of at most half a vector of output channels with more than 16 input channels:
+  // merged gathers (edge windows copied), unmerged ones (kw*C past the merge limit), strides,
+  // dilation, asymmetric padding, a plain GEMM and a strided padded 1x1, groups (runs read
+  // from an offset), every tile width from 1 to 8 output channels and runs that end in a
+  // partial vector (kc = 17, 37, 70, ...). Layers where the dot tile would do more FMAs per
+  // pixel than the igemm tile, and groups too wide for a build's vectors, run through the
+  // other families.
+  struct Case {
+    std::size_t n, h, w, c, k, kh, kw, sh, sw, dh, dw;
+    fusedcnn::Padding pad;
+    std::size_t groups = 1;
+  };
+  const Case cases[] = {{2, 15, 17, 40, 6, 3, 3, 1, 1, 1, 1, fusedcnn::Padding::same()},
+                        {1, 13, 11, 70, 3, 3, 3, 2, 2, 1, 1, {1, 1, 1, 1}},
+                        {2, 9, 10, 37, 1, 1, 1, 1, 1, 1, 1, {}},
+                        {1, 10, 12, 33, 8, 1, 1, 2, 2, 1, 1, {1, 0, 1, 1}},
+                        {2, 11, 13, 48, 8, 3, 3, 1, 1, 1, 1, fusedcnn::Padding::same(), 2},
+                        {1, 16, 14, 17, 5, 3, 2, 1, 2, 2, 1, {2, 1, 0, 3}},
+                        {2, 12, 9, 20, 7, 2, 3, 1, 1, 1, 2, {0, 1, 2, 2}},
+                        {1, 7, 29, 19, 2, 5, 5, 1, 1, 1, 1, {2, 2, 2, 2}},
+                        {3, 6, 7, 100, 4, 3, 3, 1, 1, 1, 1, {1, 1, 1, 1}, 4}};
+  std::mt19937_64 rng(sizeof(TestType) == 4 ? 51 : 52);
+  std::size_t by_dot = 0;
+  for (const Case& s : cases) {
+    fusedcnn::Conv2DOptions o;
+    o.kernel = {s.kh, s.kw};
+    o.stride = {s.sh, s.sw};
+    o.dilation = {s.dh, s.dw};
+    o.padding = s.pad;
+    o.groups = s.groups;
+    const support::ConvCase cc{s.n, s.h, s.w, s.c, s.k, o};
+    const auto g = fusedcnn::ops::make_geometry({s.n, s.h, s.w, s.c}, s.k, o);
+    by_dot += fusedcnn::ops::plan_forward<TestType>(g).by_dot;
+    check_against_reference<TestType>(cc, rng);
+  }
+  if (fusedcnn::kernels::dot_max_kb<TestType> >= 4) CHECK(by_dot >= 5);
+}

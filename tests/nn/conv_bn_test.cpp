@@ -159,6 +159,50 @@ TEMPLATE_TEST_CASE("ConvBN equals the unfused chain on 300 random shapes, both m
   }
 }
 
+TEMPLATE_TEST_CASE("ConvBN statistics from the dot family's tiles equal the chain's",
+                   "[conv_bn][dot]", float, double) {
+  // Few output channels on many input channels run the forward through the dot kernel, whose
+  // tiles of a few pixels feed the statistics epilogue: every mode, with and without ReLU,
+  // merged and unmerged gathers, a plain GEMM and groups.
+  std::mt19937_64 rng(sizeof(TestType) == 4 ? 73 : 74);
+  struct Shape {
+    std::size_t n, h, w, c, k;
+    fusedcnn::Conv2DOptions o;
+  };
+  const Shape shapes[] = {
+      {2, 13, 15, 40, 3, {.kernel = {3, 3}, .padding = fusedcnn::Padding::same()}},
+      {2, 12, 11, 70, 4,
+       {.kernel = {3, 3}, .stride = {2, 2}, .padding = fusedcnn::Padding{1, 1, 0, 1}}},
+      {3, 9, 10, 37, 2, {.kernel = {1, 1}}},
+      {2, 10, 9, 48, 4, {.kernel = {3, 3}, .padding = fusedcnn::Padding::same(), .groups = 2}}};
+  for (const Shape& s : shapes)
+    for (int mode = 0; mode < 4; ++mode) {
+      const bool training = mode % 2 == 0, relu = mode / 2 == 0;
+      INFO("shape " << s.n << "," << s.h << "," << s.w << "," << s.c << "->" << s.k
+                    << (training ? " train" : " eval") << (relu ? " relu" : ""));
+      const auto g = fusedcnn::ops::make_geometry({s.n, s.h, s.w, s.c}, s.k, s.o);
+      if (g.kg() <= fusedcnn::kernels::dot_max_kb<TestType>)
+        REQUIRE(fusedcnn::ops::plan_forward<TestType>(g).by_dot);
+      Chain<TestType> chain{Conv2D<TestType>(s.c, s.k, s.o), BatchNorm2D<TestType>(s.k), relu, {},
+                            {}};
+      support::fill(chain.conv.weight(), rng);
+      support::fill(chain.bn.weight(), rng, 0.5, 1.5);
+      support::fill(chain.bn.bias(), rng);
+      support::fill(chain.bn.running_mean(), rng, -0.2, 0.2);
+      support::fill(chain.bn.running_var(), rng, 0.5, 2);
+      chain.conv.train(training);
+      chain.bn.train(training);
+      ConvBN<TestType> fused(chain.conv, chain.bn, relu ? Activation::relu : Activation::none);
+      Tensor<TestType> x({s.n, s.h, s.w, s.c});
+      support::fill(x, rng);
+      const Tensor<TestType> yf = fused.forward(x), yc = chain.forward(x);
+      Tensor<TestType> dy(yc.shape());
+      support::fill(dy, rng);
+      const Tensor<TestType> dxf = fused.backward(dy), dxc = chain.backward(dy);
+      compare(fused, chain, yf, yc, dxf, dxc, dy);
+    }
+}
+
 TEMPLATE_TEST_CASE("ConvBN forms dz where the row kernels read it, as the chain's dz",
                    "[conv_bn][rows]", float, double) {
   // Few-channel layers run both gradients through the row kernels, which read dz in planar

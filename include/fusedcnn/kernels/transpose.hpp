@@ -192,4 +192,20 @@ inline void interleave(const T* __restrict src, std::size_t lds, std::size_t w,
     for (std::size_t c = 0; c < C; ++c) dst[i * C + c] = src[c * lds + i];
 }
 
+// out[j] = vs[j*L] + vs[j*L + 1] + ... + vs[j*L + L-1], in that order, for j < n: blocks of
+// 64 sums are transposed so that each lane's values lie in a row and the adds run across
+// sums, in vectors, instead of down one sum's dependent chain.
+template <class T, std::size_t L>
+void sum_lanes(const T* vs, std::size_t n, T* out) noexcept {
+  constexpr std::size_t B = 64;
+  T t[L * B];
+  for (std::size_t j0 = 0; j0 < n; j0 += B) {
+    const std::size_t nb = n - j0 < B ? n - j0 : B;
+    transpose(vs + j0 * L, L, nb, L, t, B);
+    for (std::size_t j = 0; j < nb; ++j) out[j0 + j] = t[j];
+    for (std::size_t q = 1; q < L; ++q)
+      for (std::size_t j = 0; j < nb; ++j) out[j0 + j] += t[q * B + j];
+  }
+}
+
 }  // namespace fusedcnn::kernels

@@ -26,6 +26,7 @@
 #include "fusedcnn/kernels/tile.hpp"
 #include "fusedcnn/kernels/transpose.hpp"
 #include "fusedcnn/ops/conv2d_depthwise.hpp"
+#include "fusedcnn/ops/conv2d_dot.hpp"
 #include "fusedcnn/ops/conv2d_gather.hpp"
 #include "fusedcnn/ops/conv2d_rows.hpp"
 #include "fusedcnn/ops/conv2d_strip.hpp"
@@ -86,6 +87,7 @@ ConvPlan plan_forward(const ConvGeometry& g) noexcept {
   if (use_depthwise(g)) return plan_depthwise(g);
   if (use_rows<T>(g)) return plan_rows<T>(g);
   if (use_strips<T>(g)) return plan_strips(g.pixels(), g.wo);
+  if (use_dot<T>(g)) return plan_dot<T>(g);
   return plan_igemm<T>(g.pixels(), g.kg(), g.groups, g.taps() * g.cg());
 }
 
@@ -95,7 +97,7 @@ ConvPlan plan_forward(const ConvGeometry& g) noexcept {
 // those pixels, (N, Ho, Wo, C), zeros where the kernel read padding.
 inline bool keeps_read_pixels(const ConvGeometry& g, const ConvPlan& plan) noexcept {
   if (g.kh != 1 || g.kw != 1 || g.pointwise()) return false;
-  return !plan.by_rows && !plan.by_depthwise && !plan.by_strips;
+  return !plan.by_rows && !plan.by_depthwise && !plan.by_strips && !plan.by_dot;
 }
 template <class T>
 bool keeps_read_pixels(const ConvGeometry& g) noexcept {
@@ -252,16 +254,17 @@ void pack_backward_data_panel(const ConvGeometry& g, std::size_t nr, bool revers
 
 }  // namespace detail
 
-// Prepares the forward's weights for the plan's family: the row, strip and depthwise families
-// pack them all here (each output channel k multiplied by scale[k] when scale is given: BN
-// folding); the igemm family records where they are and packs them block by block on its
-// way (detail::igemm_driver).
+// Prepares the forward's weights for the plan's family: the row, strip, dot and depthwise
+// families pack them all here (each output channel k multiplied by scale[k] when scale is
+// given: BN folding); the igemm family records where they are and packs them block by block
+// on its way (detail::igemm_driver).
 template <class T>
 void pack_forward_weights(const ConvGeometry& g, const ConvPlan& plan, const T* w,
                           const T* scale, ConvWorkspace<T>& ws) {
   if (plan.by_depthwise) return pack_depthwise_weights(g, w, scale, ws);
   if (plan.by_rows) return pack_rows_weights(g, w, scale, ws);
   if (plan.by_strips) return pack_strip_weights(g, w, scale, ws);
+  if (plan.by_dot) return pack_dot_weights(g, w, scale, ws);
   ws.weights = w;
   ws.scale = scale;
 }
@@ -277,6 +280,7 @@ void conv2d_forward(const ConvGeometry& g, const ConvPlan& plan, const T* x,
   if (plan.by_rows) return rows_forward(g, plan, x, ws, epi);
   if (plan.by_depthwise) return depthwise_forward(g, plan, x, ws, epi);
   if (plan.by_strips) return strips_forward(g, plan, x, ws, epi);
+  if (plan.by_dot) return dot_forward(g, plan, x, ws, epi);
   const bool gemm = g.pointwise();
   auto on_tile = [&](std::size_t p0, std::size_t m, const T* const* rows) {
     if (save)

@@ -518,22 +518,6 @@ void rows_backward_data(const ConvGeometry& g, const ConvPlan& plan, const T* dz
 }
 
 namespace detail {
-// out[j] = vs[j*L] + vs[j*L + 1] + ... + vs[j*L + L-1], in that order, for j < n: blocks of
-// 64 sums are transposed so that each lane's values lie in a row and the adds run across
-// sums, in vectors, instead of down one sum's dependent chain.
-template <class T, std::size_t L>
-void sum_lanes(const T* vs, std::size_t n, T* out) noexcept {
-  constexpr std::size_t B = 64;
-  T t[L * B];
-  for (std::size_t j0 = 0; j0 < n; j0 += B) {
-    const std::size_t nb = std::min(B, n - j0);
-    kernels::transpose(vs + j0 * L, L, nb, L, t, B);
-    for (std::size_t j = 0; j < nb; ++j) out[j0 + j] = t[j];
-    for (std::size_t q = 1; q < L; ++q)
-      for (std::size_t j = 0; j < nb; ++j) out[j0 + j] += t[q * B + j];
-  }
-}
-
 // rows_backward_weights from a ready planar dz (dzp, layout l).
 template <class T>
 void rows_backward_weights_planar(const ConvGeometry& g, const RowsLayout& l, const T* x,
@@ -606,7 +590,7 @@ void rows_backward_weights_planar(const ConvGeometry& g, const RowsLayout& l, co
               }
         }
     }
-    sum_lanes<T, L>(vs, wsize, partial + ci * wsize);
+    kernels::sum_lanes<T, L>(vs, wsize, partial + ci * wsize);
   });
   add_chunk_partials(partial, nchunks, wsize, dw);
 }

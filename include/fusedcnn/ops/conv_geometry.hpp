@@ -154,13 +154,15 @@ inline std::size_t rows_per_chunk(std::size_t width) noexcept {
   return std::max<std::size_t>(1, (256 + width - 1) / std::max<std::size_t>(1, width));
 }
 
-// How one convolution pass is run: by the igemm family (register tile `tile`), the row
-// family (`row_nv` vectors of pixels per tile) or the depthwise drivers, and its rows grouped in reduction chunks:
-// chunk c holds rows [c * chunk_rows, (c + 1) * chunk_rows), a function of the shape alone.
+// How one convolution pass is run: by the igemm or dot family (register tile `tile`), the
+// row family (`row_nv` vectors of pixels per tile), the strip or the depthwise drivers, and
+// its rows grouped in reduction chunks: chunk c holds rows [c * chunk_rows, (c + 1) *
+// chunk_rows), a function of the shape alone.
 struct ConvPlan {
   bool by_rows = false;
   bool by_depthwise = false;
   bool by_strips = false;
+  bool by_dot = false;
   kernels::TileShape tile{};
   std::size_t row_nv = 0;
   std::size_t rows = 0;        // M: output pixels (forward) or input pixels (backward-data)

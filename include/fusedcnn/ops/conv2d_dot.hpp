@@ -1,0 +1,119 @@
+// The dot family's forward: groups with few output channels (at most half a vector) and more
+// input channels than the row family takes, run through kernels/dot.hpp, vectorised over the
+// contraction. Row pointers come from the forward gather (conv2d_gather.hpp), as for the
+// igemm family; each tile's sums go to the epilogue as a row-major tile, in row order within
+// fixed chunks of output pixels. The gradients stay with the igemm family.
+#pragma once
+
+#include <algorithm>
+#include <cstddef>
+
+#include "fusedcnn/core/threading.hpp"
+#include "fusedcnn/kernels/dot.hpp"
+#include "fusedcnn/kernels/tile.hpp"
+#include "fusedcnn/kernels/transpose.hpp"
+#include "fusedcnn/ops/conv2d_gather.hpp"
+#include "fusedcnn/ops/conv2d_rows.hpp"
+#include "fusedcnn/ops/conv_geometry.hpp"
+
+namespace fusedcnn::ops {
+
+// The contraction runs of the dot forward: a plain GEMM reads one pixel's channels.
+inline GatherShape dot_gather_shape(const ConvGeometry& g) noexcept {
+  return g.pointwise() ? GatherShape{1, g.cg(), false} : forward_gather_shape(g);
+}
+
+// Whether the dot family runs the forward of g: groups the row family leaves for their many
+// input channels, when the dot tile does fewer FMAs per output pixel. It does kg per vector
+// of every run, and summing the lanes of kg sums costs about 5 more; the igemm narrow tile
+// does taps * cg, with a vector's lanes fewer than kg of them busy, at about 1/0.7 the
+// dot's speed per FMA. (Measured crossovers, 8 output channels: 3x3 from 20-24 input
+// channels on; 1x1 from about 64. 120 -> 6 channels at 3x3: 2.1x faster.)
+template <class T>
+constexpr bool use_dot(const ConvGeometry& g) noexcept {
+  constexpr std::size_t L = kernels::RowVec<T>::lanes;
+  if (g.kg() > kernels::dot_max_kb<T> || use_rows<T>(g) || g.wo == 0 || g.ho == 0) return false;
+  const GatherShape s = dot_gather_shape(g);
+  const std::size_t steps = s.taps * ((s.kc + L - 1) / L);
+  return 10 * g.kg() * (steps + 5) < 7 * g.taps() * g.cg();
+}
+
+// Tiles per chunk of the dot forward: 16, or fewer so that a small output still comes in
+// about 32 chunks for the threads to share (a function of the shape alone).
+template <class T>
+ConvPlan plan_dot(const ConvGeometry& g) noexcept {
+  ConvPlan p;
+  p.by_dot = true;
+  p.tile = {kernels::dot_mr<T>(g.kg()), g.kg()};
+  p.rows = g.pixels();
+  const std::size_t tiles = (p.rows + p.tile.mr - 1) / p.tile.mr;
+  p.chunk_rows = std::clamp<std::size_t>((tiles + 31) / 32, 1, 16) * p.tile.mr;
+  p.chunks = (p.rows + p.chunk_rows - 1) / p.chunk_rows;
+  return p;
+}
+
+// Values per (output channel, run) of the packed weights: whole vectors.
+template <class T>
+std::size_t dot_run_len(const GatherShape& s) noexcept {
+  constexpr std::size_t L = kernels::RowVec<T>::lanes;
+  return (s.kc + L - 1) / L * L;
+}
+
+// Packs HWIO weights for the dot forward as [group][k][run][kcp], zero past each run's kc
+// values, output channel k multiplied by scale[k] when scale is given (BN folding). A merged
+// run (one group) is a kernel row's kw * C consecutive HWIO rows.
+template <class T>
+void pack_dot_weights(const ConvGeometry& g, const T* w, const T* scale, ConvWorkspace<T>& ws) {
+  const GatherShape s = dot_gather_shape(g);
+  const std::size_t kg = g.kg(), kcp = dot_run_len<T>(s), K = g.k;
+  T* out = detail::ensure_len(ws.packed, g.groups * kg * s.taps * kcp);
+  for (std::size_t gi = 0; gi < g.groups; ++gi)
+    for (std::size_t kk = 0; kk < kg; ++kk) {
+      const std::size_t k = gi * kg + kk;
+      const T sc = scale ? scale[k] : T{1};
+      for (std::size_t t = 0; t < s.taps; ++t, out += kcp) {
+        for (std::size_t c = 0; c < s.kc; ++c) out[c] = w[(t * s.kc + c) * K + k] * sc;
+        std::fill(out + s.kc, out + kcp, T{0});
+      }
+    }
+}
+
+// Forward through the dot kernel; every tile (MR pixels, a group's channels) goes to
+// epi(TileInfo) row-major.
+template <class T, class Epi>
+void dot_forward(const ConvGeometry& g, const ConvPlan& plan, const T* x, ConvWorkspace<T>& ws,
+                 Epi& epi) {
+  constexpr std::size_t L = kernels::RowVec<T>::lanes;
+  const GatherShape s = dot_gather_shape(g);
+  const std::size_t kg = g.kg(), kcp = dot_run_len<T>(s), per_group = kg * s.taps * kcp;
+  const bool gemm = g.pointwise();
+  detail::ensure_zeros(ws, std::max(g.c, s.kc));  // grouped runs read at aoff = group * kc
+  const T* zero = ws.zeros.data();
+  const GatherWindows<T> windows(ws, plan.chunk_rows, s.window_len(g));  // a slot per pixel
+  kernels::with_dot_kb<T>(kg, [&]<std::size_t KB, std::size_t MR>() {
+    ws.rows.resize(thread_slots_len(::fusedcnn::detail::max_threads(), s.taps * MR));
+    ::fusedcnn::detail::parallel_for(plan.chunks, [&](std::size_t chunk) {
+      const std::size_t tid = ::fusedcnn::detail::thread_index();
+      const T** rows = ws.rows.data() + thread_slot_offset(tid, s.taps * MR);
+      const std::size_t c0 = chunk * plan.chunk_rows, c1 = std::min(plan.rows, c0 + plan.chunk_rows);
+      alignas(64) T vs[MR * KB * L];
+      T tile[MR * KB];
+      for (std::size_t p0 = c0; p0 < c1; p0 += MR) {
+        const std::size_t m = std::min(MR, c1 - p0);
+        if (gemm) {  // output pixel p reads input pixel p; a short tile repeats its last
+          for (std::size_t i = 0; i < MR; ++i) rows[i] = x + (p0 + std::min(i, m - 1)) * g.c;
+        } else {
+          gather_rows(g, s, x, zero, p0, m, MR, rows, MR, windows.at(p0 % plan.chunk_rows));
+        }
+        for (std::size_t gi = 0; gi < g.groups; ++gi) {
+          kernels::dot_mrxkb<T, MR, KB>(s.taps, s.kc, kcp, rows, gi * s.kc,
+                                        ws.packed.data() + gi * per_group, vs);
+          kernels::sum_lanes<T, L>(vs, MR * KB, tile);
+          epi(kernels::TileInfo<T>{tile, KB, m, KB, p0, gi * kg, chunk, c0});
+        }
+      }
+    });
+  });
+}
+
+}  // namespace fusedcnn::ops
