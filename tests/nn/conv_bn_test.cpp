@@ -180,8 +180,9 @@ TEMPLATE_TEST_CASE("ConvBN statistics from the dot family's tiles equal the chai
       const bool training = mode % 2 == 0, relu = mode / 2 == 0;
       INFO("shape " << s.n << "," << s.h << "," << s.w << "," << s.c << "->" << s.k
                     << (training ? " train" : " eval") << (relu ? " relu" : ""));
+      // (builds with vectors of fewer than 8 values run some of these through other families)
       const auto g = fusedcnn::ops::make_geometry({s.n, s.h, s.w, s.c}, s.k, s.o);
-      if (g.kg() <= fusedcnn::kernels::dot_max_kb<TestType>)
+      if (fusedcnn::kernels::dot_max_kb<TestType> >= 4)
         REQUIRE(fusedcnn::ops::plan_forward<TestType>(g).by_dot);
       Chain<TestType> chain{Conv2D<TestType>(s.c, s.k, s.o), BatchNorm2D<TestType>(s.k), relu, {},
                             {}};
