@@ -23,19 +23,20 @@ inline GatherShape dot_gather_shape(const ConvGeometry& g) noexcept {
   return g.pointwise() ? GatherShape{1, g.cg(), false} : forward_gather_shape(g);
 }
 
-// Whether the dot family runs the forward of g: groups the row family leaves for their many
-// input channels, when the dot tile does fewer FMAs per output pixel. It does kg per vector
-// of every run, and summing the lanes of kg sums costs about 5 more; the igemm narrow tile
-// does taps * cg, with a vector's lanes fewer than kg of them busy, at about 1/0.7 the
-// dot's speed per FMA. (Measured crossovers, 8 output channels: 3x3 from 20-24 input
-// channels on; 1x1 from about 64. 120 -> 6 channels at 3x3: 2.1x faster.)
+// Whether the dot family runs the forward of g: groups with few output channels that neither
+// the row family (few input channels) nor the strips take, when the dot tile does fewer FMAs
+// per output pixel. It does kg per vector of every run, and summing the lanes of kg sums
+// costs about 5 more; the igemm narrow tile does taps * cg (one vector of output channels,
+// kg of its lanes busy), each at about 1/0.7 the dot's speed for floats, 1/0.8 for doubles.
+// (Measured crossovers, 8 float output channels: 3x3 from 20-24 input channels on, 1x1 from
+// about 128; 120 -> 6 channels at 3x3: 2.1x faster.)
 template <class T>
 constexpr bool use_dot(const ConvGeometry& g) noexcept {
-  constexpr std::size_t L = kernels::RowVec<T>::lanes;
+  constexpr std::size_t L = kernels::RowVec<T>::lanes, speed = sizeof(T) == 4 ? 7 : 8;
   if (g.kg() > kernels::dot_max_kb<T> || use_rows<T>(g) || g.wo == 0 || g.ho == 0) return false;
   const GatherShape s = dot_gather_shape(g);
   const std::size_t steps = s.taps * ((s.kc + L - 1) / L);
-  return 10 * g.kg() * (steps + 5) < 7 * g.taps() * g.cg();
+  return 10 * g.kg() * (steps + 5) < speed * g.taps() * g.cg();
 }
 
 // Tiles per chunk of the dot forward: 16, or fewer so that a small output still comes in
