@@ -43,15 +43,19 @@ inline constexpr std::size_t igemm_block_bytes = 256 * 1024;
 
 // The column blocks of all_panels panels of panel_len values each: as many as the cache
 // budget needs, with the panels spread evenly over them (4 panels at 3 per block were blocks
-// of 3 and 1, and the thread given the second idled).
+// of 3 and 1, and the thread given the second idled). Block b holds panels [first(b),
+// first(b + 1)): the longer blocks come last, with a group's last, often narrow, panel (73
+// channels as blocks of 32 + 32 and 9 columns left one thread a fifth of the work; as 32 and
+// 32 + 9, the threads are within a third of each other).
 struct IgemmBlocks {
-  std::size_t count, per_block;
+  std::size_t count, most, panels;  // most: panels in the longest block
+  std::size_t first(std::size_t b) const noexcept { return b * panels / count; }
 };
 template <class T>
 constexpr IgemmBlocks igemm_blocks(std::size_t all_panels, std::size_t panel_len) noexcept {
   const std::size_t most = std::max<std::size_t>(1, igemm_block_bytes / (panel_len * sizeof(T)));
   const std::size_t count = (all_panels + most - 1) / most;
-  return {count, (all_panels + count - 1) / count};
+  return {count, (all_panels + count - 1) / count, all_panels};
 }
 
 // Work items (column block, chunk) an igemm pass wants for its threads to share, and the
@@ -143,10 +147,11 @@ void igemm_driver(const ConvPlan& plan, std::size_t taps, std::size_t kc, std::s
                   Epi& epi, OnTile&& on_tile) {
   const std::size_t panels = (n_per_group + NR - 1) / NR, all_panels = groups * panels;
   const std::size_t panel_len = taps * kc * NR;
-  const auto [blocks, per_block] = igemm_blocks<T>(all_panels, panel_len);
+  const IgemmBlocks bl = igemm_blocks<T>(all_panels, panel_len);
+  const std::size_t blocks = bl.count;
   const std::size_t tiles = (plan.chunk_rows + MR - 1) / MR, tile_len = taps * MR;
   const std::size_t threads = ::fusedcnn::detail::max_threads();
-  const std::size_t per_thread = tiles * tile_len, block_len = per_block * panel_len;
+  const std::size_t per_thread = tiles * tile_len, block_len = bl.most * panel_len;
   ws.rows.resize(thread_slots_len(threads, per_thread));
   const ThreadScratch<T> packed(ws.packed, block_len);
   ws.packed_block.assign(threads, blocks);  // no thread holds a block yet
@@ -158,7 +163,7 @@ void igemm_driver(const ConvPlan& plan, std::size_t taps, std::size_t kc, std::s
     const std::size_t tid = ::fusedcnn::detail::thread_index();
     const T** rows = ws.rows.data() + thread_slot_offset(tid, per_thread);
     T* block = packed.of(tid);
-    const std::size_t q0 = blk * per_block, q1 = std::min(all_panels, q0 + per_block);
+    const std::size_t q0 = bl.first(blk), q1 = bl.first(blk + 1);
     if (ws.packed_block[tid] != blk) {
       for (std::size_t q = q0; q < q1; ++q) pack(q, block + (q - q0) * panel_len);
       ws.packed_block[tid] = blk;
