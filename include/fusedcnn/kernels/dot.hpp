@@ -1,8 +1,8 @@
-// Dot micro-kernel: convolutions whose groups have few output channels (at most half a
-// vector) but many input channels, as in a 120 -> 6 channel head. A channel-vectorised igemm
-// tile would leave most of its lanes on zero columns (6 of 16), and the row family's planar
-// rows would be as many as the input channels; this kernel vectorises over the contraction
-// (the input channels of a run) instead, and sums each output's lanes once at the end.
+// Dot micro-kernel: convolutions whose groups have few output channels (at most 8) but many
+// input channels, as in a 120 -> 6 channel head. A channel-vectorised igemm tile would leave
+// most of its lanes on zero columns (6 of 16), and the row family's planar rows would be as
+// many as the input channels; this kernel vectorises over the contraction (the input
+// channels of a run) instead, and sums each output's lanes once at the end.
 //
 // Tile: MR output pixels by all KB output channels of a group. Per vector of a run it loads
 // MR input vectors and KB weight vectors for MR * KB FMAs (MR = 4, KB = 6: 10 loads, 24 FMAs,

@@ -58,17 +58,8 @@ constexpr IgemmBlocks igemm_blocks(std::size_t all_panels, std::size_t panel_len
   return {count, (all_panels + count - 1) / count, all_panels};
 }
 
-// Work items (column block, chunk) an igemm pass wants for its threads to share, and the
-// most tiles per chunk.
-inline constexpr std::size_t igemm_items = 32;
-inline constexpr std::size_t igemm_max_tiles_per_chunk = 16;
-
 // The plan for an M-row GEMM whose groups have n_per_group output columns and a reduction of
-// `reduction` values. Chunks are 16 tiles, or fewer when the pass has few tiles and few column
-// blocks, so that it still comes in about igemm_items items (a 120 -> 6 channel layer of 52
-// tiles in chunks of 16 was 4 items, 2 and 2 with the last one short: the 2-thread forward
-// ran 1.4x its 1-thread speed). Chunks are a function of the shape alone, so per-chunk
-// partial sums (the fused statistics epilogue) never depend on the thread count.
+// `reduction` values; its work items are (column block, chunk) pairs.
 template <class T>
 ConvPlan plan_igemm(std::size_t rows, std::size_t n_per_group, std::size_t groups,
                     std::size_t reduction) noexcept {
@@ -78,9 +69,7 @@ ConvPlan plan_igemm(std::size_t rows, std::size_t n_per_group, std::size_t group
   const std::size_t nr = p.tile.nr, tiles = (rows + p.tile.mr - 1) / p.tile.mr;
   const std::size_t blocks =
       igemm_blocks<T>(groups * ((n_per_group + nr - 1) / nr), reduction * nr).count;
-  const std::size_t chunks = (igemm_items + blocks - 1) / blocks;
-  p.chunk_rows = std::clamp<std::size_t>((tiles + chunks - 1) / chunks, 1,
-                                         igemm_max_tiles_per_chunk) * p.tile.mr;
+  p.chunk_rows = tiles_per_chunk(tiles, blocks) * p.tile.mr;
   p.chunks = (rows + p.chunk_rows - 1) / p.chunk_rows;
   return p;
 }

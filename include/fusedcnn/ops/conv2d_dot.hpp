@@ -1,6 +1,6 @@
-// The dot family's forward: groups with few output channels (at most half a vector) and more
-// input channels than the row family takes, run through kernels/dot.hpp, vectorised over the
-// contraction. Row pointers come from the forward gather (conv2d_gather.hpp), as for the
+// The dot family's forward: groups with few output channels (kernels::dot_max_kb: 8 on
+// AVX-512) and more input channels than the row family takes, run through kernels/dot.hpp,
+// vectorised over the contraction. Row pointers come from the forward gather (conv2d_gather.hpp), as for the
 // igemm family; each tile's sums go to the epilogue as a row-major tile, in row order within
 // fixed chunks of output pixels. The gradients stay with the igemm family.
 #pragma once
@@ -39,8 +39,8 @@ constexpr bool use_dot(const ConvGeometry& g) noexcept {
   return 10 * g.kg() * (steps + 5) < speed * g.taps() * g.cg();
 }
 
-// Tiles per chunk of the dot forward: 16, or fewer so that a small output still comes in
-// about 32 chunks for the threads to share (a function of the shape alone).
+// The dot forward's plan: its work items are whole chunks (a tile takes all of a group's
+// output channels, so there is one column block).
 template <class T>
 ConvPlan plan_dot(const ConvGeometry& g) noexcept {
   ConvPlan p;
@@ -48,7 +48,7 @@ ConvPlan plan_dot(const ConvGeometry& g) noexcept {
   p.tile = {kernels::dot_mr<T>(g.kg()), g.kg()};
   p.rows = g.pixels();
   const std::size_t tiles = (p.rows + p.tile.mr - 1) / p.tile.mr;
-  p.chunk_rows = std::clamp<std::size_t>((tiles + 31) / 32, 1, 16) * p.tile.mr;
+  p.chunk_rows = tiles_per_chunk(tiles, 1) * p.tile.mr;
   p.chunks = (p.rows + p.chunk_rows - 1) / p.chunk_rows;
   return p;
 }
@@ -79,8 +79,10 @@ void pack_dot_weights(const ConvGeometry& g, const T* w, const T* scale, ConvWor
     }
 }
 
-// Forward through the dot kernel; every tile (MR pixels, a group's channels) goes to
-// epi(TileInfo) row-major.
+// Forward through the dot kernel. A chunk's tiles are summed into one row-major tile per
+// group for epi(TileInfo): few, long epilogue calls (each costs a statistics update per
+// channel, and a tile of 4 pixels made the fused training forward of a 120 -> 6 channel layer
+// slower than the conv and batch-norm layers run apart).
 template <class T, class Epi>
 void dot_forward(const ConvGeometry& g, const ConvPlan& plan, const T* x, ConvWorkspace<T>& ws,
                  Epi& epi) {
@@ -98,20 +100,20 @@ void dot_forward(const ConvGeometry& g, const ConvPlan& plan, const T* x, ConvWo
       const T** rows = ws.rows.data() + thread_slot_offset(tid, s.taps * MR);
       const std::size_t c0 = chunk * plan.chunk_rows, c1 = std::min(plan.rows, c0 + plan.chunk_rows);
       alignas(64) T vs[MR * KB * L];
-      T tile[MR * KB];
-      for (std::size_t p0 = c0; p0 < c1; p0 += MR) {
-        const std::size_t m = std::min(MR, c1 - p0);
-        if (gemm) {  // output pixel p reads input pixel p; a short tile repeats its last
-          for (std::size_t i = 0; i < MR; ++i) rows[i] = x + (p0 + std::min(i, m - 1)) * g.c;
-        } else {
-          gather_rows(g, s, x, zero, p0, m, MR, rows, MR, windows.at(p0 % plan.chunk_rows));
-        }
-        for (std::size_t gi = 0; gi < g.groups; ++gi) {
+      T out[max_tiles_per_chunk * MR * KB];  // the chunk's outputs of one group, row-major
+      for (std::size_t gi = 0; gi < g.groups; ++gi) {
+        for (std::size_t p0 = c0; p0 < c1; p0 += MR) {
+          const std::size_t m = std::min(MR, c1 - p0);
+          if (gemm) {  // output pixel p reads input pixel p; a short tile repeats its last
+            for (std::size_t i = 0; i < MR; ++i) rows[i] = x + (p0 + std::min(i, m - 1)) * g.c;
+          } else {
+            gather_rows(g, s, x, zero, p0, m, MR, rows, MR, windows.at(p0 % plan.chunk_rows));
+          }
           kernels::dot_mrxkb<T, MR, KB>(s.taps, s.kc, kcp, rows, gi * s.kc,
                                         ws.packed.data() + gi * per_group, vs);
-          kernels::sum_lanes<T, L>(vs, MR * KB, tile);
-          epi(kernels::TileInfo<T>{tile, KB, m, KB, p0, gi * kg, chunk, c0});
+          kernels::sum_lanes<T, L>(vs, MR * KB, out + (p0 - c0) * KB);
         }
+        epi(kernels::TileInfo<T>{out, KB, c1 - c0, KB, c0, gi * kg, chunk, c0});
       }
     });
   });

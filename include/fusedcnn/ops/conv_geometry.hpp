@@ -154,6 +154,20 @@ inline std::size_t rows_per_chunk(std::size_t width) noexcept {
   return std::max<std::size_t>(1, (256 + width - 1) / std::max<std::size_t>(1, width));
 }
 
+// Tiles per chunk of a tiled pass (igemm, dot) of `tiles` tiles whose work items are
+// (column block, chunk) pairs over `blocks` column blocks: 16, or fewer when the pass has few
+// tiles and few blocks, so that it still comes in about 32 items for the threads to share
+// (a 120 -> 6 channel layer of 52 tiles in chunks of 16 was 4 items, 2 and 2 with the last
+// one short: the 2-thread forward ran 1.4x its 1-thread speed). A function of the shape
+// alone, so per-chunk partial sums (the fused statistics epilogue) never depend on the
+// thread count.
+inline constexpr std::size_t max_tiles_per_chunk = 16;
+inline std::size_t tiles_per_chunk(std::size_t tiles, std::size_t blocks) noexcept {
+  constexpr std::size_t items = 32;
+  const std::size_t chunks = (items + blocks - 1) / blocks;
+  return std::clamp<std::size_t>((tiles + chunks - 1) / chunks, 1, max_tiles_per_chunk);
+}
+
 // How one convolution pass is run: by the igemm or dot family (register tile `tile`), the
 // row family (`row_nv` vectors of pixels per tile), the strip or the depthwise drivers, and
 // its rows grouped in reduction chunks: chunk c holds rows [c * chunk_rows, (c + 1) *
