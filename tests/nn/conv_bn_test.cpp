@@ -105,6 +105,46 @@ void compare(const ConvBN<T>& f, const Chain<T>& c, const Tensor<T>& yf, const T
   }
 }
 
+// A layer shape of the family tests.
+struct UnitShape {
+  std::size_t n, h, w, c, k;
+  fusedcnn::Conv2DOptions o;
+};
+
+// One step of a ConvBN and of the chain it is built from, in training and eval mode, with
+// and without ReLU, on an input, conv weights and BN parameters and statistics drawn from
+// rng, compared; dx is written over dy when dx_over_dy.
+template <class T>
+void check_modes(const UnitShape& s, bool dx_over_dy, std::mt19937_64& rng) {
+  for (int mode = 0; mode < 4; ++mode) {
+    const bool training = mode % 2 == 0, relu = mode / 2 == 0;
+    INFO("shape " << s.n << "," << s.h << "," << s.w << "," << s.c << "->" << s.k
+                  << (training ? " train" : " eval") << (relu ? " relu" : ""));
+    Chain<T> chain{Conv2D<T>(s.c, s.k, s.o), BatchNorm2D<T>(s.k), relu, {}, {}};
+    support::fill(chain.conv.weight(), rng);
+    support::fill(chain.bn.weight(), rng, 0.5, 1.5);
+    support::fill(chain.bn.bias(), rng);
+    support::fill(chain.bn.running_mean(), rng, -0.2, 0.2);
+    support::fill(chain.bn.running_var(), rng, 0.5, 2);
+    chain.conv.train(training);
+    chain.bn.train(training);
+    ConvBN<T> fused(chain.conv, chain.bn, relu ? Activation::relu : Activation::none);
+    Tensor<T> x({s.n, s.h, s.w, s.c});
+    support::fill(x, rng);
+    const Tensor<T> yf = fused.forward(x), yc = chain.forward(x);
+    Tensor<T> dy(yc.shape());
+    support::fill(dy, rng);
+    Tensor<T> dxf;
+    if (dx_over_dy) {
+      dxf = dy;  // resized to the input's shape
+      fused.backward(dxf, dxf);
+    } else {
+      dxf = fused.backward(dy);
+    }
+    const Tensor<T> dxc = chain.backward(dy);
+    compare(fused, chain, yf, yc, dxf, dxc, dy);
+  }
+}
 }  // namespace
 
 TEMPLATE_TEST_CASE("ConvBN equals the unfused chain on 300 random shapes, both modes and activations",
@@ -165,43 +205,19 @@ TEMPLATE_TEST_CASE("ConvBN statistics from the dot family's tiles equal the chai
   // tiles of a few pixels feed the statistics epilogue: every mode, with and without ReLU,
   // merged and unmerged gathers, a plain GEMM and groups.
   std::mt19937_64 rng(sizeof(TestType) == 4 ? 73 : 74);
-  struct Shape {
-    std::size_t n, h, w, c, k;
-    fusedcnn::Conv2DOptions o;
-  };
-  const Shape shapes[] = {
+  const UnitShape shapes[] = {
       {2, 13, 15, 40, 3, {.kernel = {3, 3}, .padding = fusedcnn::Padding::same()}},
       {2, 12, 11, 70, 4,
        {.kernel = {3, 3}, .stride = {2, 2}, .padding = fusedcnn::Padding{1, 1, 0, 1}}},
       {3, 9, 10, 37, 2, {.kernel = {1, 1}}},
       {2, 10, 9, 48, 4, {.kernel = {3, 3}, .padding = fusedcnn::Padding::same(), .groups = 2}}};
-  for (const Shape& s : shapes)
-    for (int mode = 0; mode < 4; ++mode) {
-      const bool training = mode % 2 == 0, relu = mode / 2 == 0;
-      INFO("shape " << s.n << "," << s.h << "," << s.w << "," << s.c << "->" << s.k
-                    << (training ? " train" : " eval") << (relu ? " relu" : ""));
-      // (builds with vectors of fewer than 8 values run some of these through other families)
-      const auto g = fusedcnn::ops::make_geometry({s.n, s.h, s.w, s.c}, s.k, s.o);
-      if (fusedcnn::kernels::dot_max_kb<TestType> >= 4)
-        REQUIRE(fusedcnn::ops::plan_forward<TestType>(g).by_dot);
-      Chain<TestType> chain{Conv2D<TestType>(s.c, s.k, s.o), BatchNorm2D<TestType>(s.k), relu, {},
-                            {}};
-      support::fill(chain.conv.weight(), rng);
-      support::fill(chain.bn.weight(), rng, 0.5, 1.5);
-      support::fill(chain.bn.bias(), rng);
-      support::fill(chain.bn.running_mean(), rng, -0.2, 0.2);
-      support::fill(chain.bn.running_var(), rng, 0.5, 2);
-      chain.conv.train(training);
-      chain.bn.train(training);
-      ConvBN<TestType> fused(chain.conv, chain.bn, relu ? Activation::relu : Activation::none);
-      Tensor<TestType> x({s.n, s.h, s.w, s.c});
-      support::fill(x, rng);
-      const Tensor<TestType> yf = fused.forward(x), yc = chain.forward(x);
-      Tensor<TestType> dy(yc.shape());
-      support::fill(dy, rng);
-      const Tensor<TestType> dxf = fused.backward(dy), dxc = chain.backward(dy);
-      compare(fused, chain, yf, yc, dxf, dxc, dy);
-    }
+  for (const UnitShape& s : shapes) {
+    // (builds with vectors of fewer than 8 values run some of these through other families)
+    const auto g = fusedcnn::ops::make_geometry({s.n, s.h, s.w, s.c}, s.k, s.o);
+    if (fusedcnn::kernels::dot_max_kb<TestType> >= 4)
+      REQUIRE(fusedcnn::ops::plan_forward<TestType>(g).by_dot);
+    check_modes<TestType>(s, false, rng);
+  }
 }
 
 TEMPLATE_TEST_CASE("ConvBN forms dz where the row kernels read it, as the chain's dz",
@@ -217,11 +233,7 @@ TEMPLATE_TEST_CASE("ConvBN forms dz where the row kernels read it, as the chain'
     WARN("this build's vectors hold one value: no row family, nothing to test");
     return;
   }
-  struct Shape {
-    std::size_t n, h, w, c, k;
-    fusedcnn::Conv2DOptions o;
-  };
-  const Shape shapes[] = {
+  const UnitShape shapes[] = {
       {2, 17, 23, 2, std::min<std::size_t>(2, kmax),
        {.kernel = {3, 3}, .padding = fusedcnn::Padding::same()}},
       {3, 12, 31, 1, std::min<std::size_t>(3, kmax),
@@ -230,32 +242,11 @@ TEMPLATE_TEST_CASE("ConvBN forms dz where the row kernels read it, as the chain'
        {.kernel = {2, 3}, .padding = fusedcnn::Padding::symmetric(2, 2), .dilation = {2, 2}}},
       // the widest row tile (8 floats on AVX-512)
       {2, 16, 16, kmax, kmax, {.kernel = {3, 3}, .padding = fusedcnn::Padding::same()}}};
-  for (const Shape& s : shapes)
-    for (int mode = 0; mode < 4; ++mode) {
-      const bool training = mode % 2 == 0, relu = mode / 2 == 0;
-      INFO("shape " << s.n << "," << s.h << "," << s.w << "," << s.c << "->" << s.k
-                    << (training ? " train" : " eval") << (relu ? " relu" : ""));
-      const auto g = fusedcnn::ops::make_geometry({s.n, s.h, s.w, s.c}, s.k, s.o);
-      REQUIRE(fusedcnn::ops::backward_reads_planar_dz<TestType>(g));
-      Chain<TestType> chain{Conv2D<TestType>(s.c, s.k, s.o), BatchNorm2D<TestType>(s.k), relu, {},
-                            {}};
-      support::fill(chain.bn.weight(), rng, 0.5, 1.5);
-      support::fill(chain.bn.bias(), rng);
-      support::fill(chain.bn.running_mean(), rng, -0.2, 0.2);
-      support::fill(chain.bn.running_var(), rng, 0.5, 2);
-      chain.conv.train(training);
-      chain.bn.train(training);
-      ConvBN<TestType> fused(chain.conv, chain.bn, relu ? Activation::relu : Activation::none);
-      Tensor<TestType> x({s.n, s.h, s.w, s.c});
-      support::fill(x, rng);
-      const Tensor<TestType> yf = fused.forward(x), yc = chain.forward(x);
-      Tensor<TestType> dy(yc.shape());
-      support::fill(dy, rng);
-      Tensor<TestType> dxf = dy;  // dx written over dy (resized to the input's shape)
-      fused.backward(dxf, dxf);
-      const Tensor<TestType> dxc = chain.backward(dy);
-      compare(fused, chain, yf, yc, dxf, dxc, dy);
-    }
+  for (const UnitShape& s : shapes) {
+    const auto g = fusedcnn::ops::make_geometry({s.n, s.h, s.w, s.c}, s.k, s.o);
+    REQUIRE(fusedcnn::ops::backward_reads_planar_dz<TestType>(g));
+    check_modes<TestType>(s, true, rng);
+  }
 }
 
 TEST_CASE("ConvBN keeps accurate statistics for a channel with mean 1e4", "[conv_bn][numerics]") {
