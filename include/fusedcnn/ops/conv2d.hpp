@@ -275,22 +275,14 @@ void conv2d_forward(const ConvGeometry& g, const ConvPlan& plan, const T* x,
   if (plan.by_depthwise) return depthwise_forward(g, plan, x, ws, epi);
   if (plan.by_strips) return strips_forward(g, plan, x, ws, epi);
   if (plan.by_dot) return dot_forward(g, plan, x, ws, epi);
-  const bool gemm = g.pointwise();
   auto on_tile = [&](std::size_t p0, std::size_t m, const T* const* rows) {
     if (save)
       for (std::size_t i = 0; i < m; ++i) std::copy_n(rows[i], g.c, save + (p0 + i) * g.c);
   };
-  const GatherShape gs = gemm ? GatherShape{1, g.cg(), false} : forward_gather_shape(g);
-  detail::ensure_zeros(ws, std::max(g.c, gs.kc));  // grouped runs read at aoff = group * kc
-  const T* zero = ws.zeros.data();
-  const GatherWindows<T> windows(ws, plan.chunk_rows, gs.window_len(g));  // a slot per pixel
+  const ForwardRows<T> fwd_rows(g, x, ws, plan.chunk_rows);
+  const GatherShape& gs = fwd_rows.shape();
   auto build = [&](std::size_t p0, std::size_t m, const T** rows, auto mr) {
-    constexpr std::size_t MR = decltype(mr)::value;
-    if (gemm) {  // a plain GEMM over pixels: output pixel p reads input pixel p
-      for (std::size_t i = 0; i < MR; ++i) rows[i] = x + (p0 + std::min(i, m - 1)) * g.c;
-      return;
-    }
-    gather_rows(g, gs, x, zero, p0, m, MR, rows, MR, windows.at(p0 % plan.chunk_rows));
+    fwd_rows.fill(p0, m, decltype(mr)::value, rows);
   };
   kernels::with_tile<T>(plan.tile, [&]<std::size_t MR, std::size_t NR>() {
     auto pack = [&, w = ws.weights, scale = ws.scale](std::size_t q, T* dst) {

@@ -1,8 +1,9 @@
 // The dot family's forward: groups with few output channels (kernels::dot_max_kb: 8 on
 // AVX-512) and more input channels than the row family takes, run through kernels/dot.hpp,
-// vectorised over the contraction. Row pointers come from the forward gather (conv2d_gather.hpp), as for the
-// igemm family; each tile's sums go to the epilogue as a row-major tile, in row order within
-// fixed chunks of output pixels. The gradients stay with the igemm family.
+// vectorised over the contraction. Row pointers come from the forward gather
+// (conv2d_gather.hpp's ForwardRows), as for the igemm family; a chunk's sums go to the
+// epilogue as one row-major tile per group, chunks being fixed runs of output pixels. The
+// gradients stay with the igemm family.
 #pragma once
 
 #include <algorithm>
@@ -18,13 +19,9 @@
 
 namespace fusedcnn::ops {
 
-// The contraction runs of the dot forward: a plain GEMM reads one pixel's channels.
-inline GatherShape dot_gather_shape(const ConvGeometry& g) noexcept {
-  return g.pointwise() ? GatherShape{1, g.cg(), false} : forward_gather_shape(g);
-}
-
-// Whether the dot family runs the forward of g: groups with few output channels that neither
-// the row family (few input channels) nor the strips take, when the dot tile does fewer FMAs
+// Whether the dot family runs the forward of g (plan_forward asks the strips first): groups
+// with few output channels that the row family (few input channels) leaves, when the dot
+// tile does fewer FMAs
 // per output pixel. It does kg per vector of every run, and summing the lanes of kg sums
 // costs about 5 more; the igemm narrow tile does taps * cg (one vector of output channels,
 // kg of its lanes busy), each at about 1/0.7 the dot's speed for floats, 1/0.8 for doubles.
@@ -34,7 +31,7 @@ template <class T>
 constexpr bool use_dot(const ConvGeometry& g) noexcept {
   constexpr std::size_t L = kernels::RowVec<T>::lanes, speed = sizeof(T) == 4 ? 7 : 8;
   if (g.kg() > kernels::dot_max_kb<T> || use_rows<T>(g) || g.wo == 0 || g.ho == 0) return false;
-  const GatherShape s = dot_gather_shape(g);
+  const GatherShape s = forward_run_shape(g);
   const std::size_t steps = s.taps * ((s.kc + L - 1) / L);
   return 10 * g.kg() * (steps + 5) < speed * g.taps() * g.cg();
 }
@@ -65,7 +62,7 @@ std::size_t dot_run_len(const GatherShape& s) noexcept {
 // run (one group) is a kernel row's kw * C consecutive HWIO rows.
 template <class T>
 void pack_dot_weights(const ConvGeometry& g, const T* w, const T* scale, ConvWorkspace<T>& ws) {
-  const GatherShape s = dot_gather_shape(g);
+  const GatherShape s = forward_run_shape(g);
   const std::size_t kg = g.kg(), kcp = dot_run_len<T>(s), K = g.k;
   T* out = detail::ensure_len(ws.packed, g.groups * kg * s.taps * kcp);
   for (std::size_t gi = 0; gi < g.groups; ++gi)
@@ -87,28 +84,21 @@ template <class T, class Epi>
 void dot_forward(const ConvGeometry& g, const ConvPlan& plan, const T* x, ConvWorkspace<T>& ws,
                  Epi& epi) {
   constexpr std::size_t L = kernels::RowVec<T>::lanes;
-  const GatherShape s = dot_gather_shape(g);
+  const ForwardRows<T> fwd_rows(g, x, ws, plan.chunk_rows);
+  const GatherShape& s = fwd_rows.shape();
   const std::size_t kg = g.kg(), kcp = dot_run_len<T>(s), per_group = kg * s.taps * kcp;
-  const bool gemm = g.pointwise();
-  detail::ensure_zeros(ws, std::max(g.c, s.kc));  // grouped runs read at aoff = group * kc
-  const T* zero = ws.zeros.data();
-  const GatherWindows<T> windows(ws, plan.chunk_rows, s.window_len(g));  // a slot per pixel
   kernels::with_dot_kb<T>(kg, [&]<std::size_t KB, std::size_t MR>() {
     ws.rows.resize(thread_slots_len(::fusedcnn::detail::max_threads(), s.taps * MR));
     ::fusedcnn::detail::parallel_for(plan.chunks, [&](std::size_t chunk) {
       const std::size_t tid = ::fusedcnn::detail::thread_index();
       const T** rows = ws.rows.data() + thread_slot_offset(tid, s.taps * MR);
-      const std::size_t c0 = chunk * plan.chunk_rows, c1 = std::min(plan.rows, c0 + plan.chunk_rows);
+      const std::size_t c0 = chunk * plan.chunk_rows;
+      const std::size_t c1 = std::min(plan.rows, c0 + plan.chunk_rows);
       alignas(64) T vs[MR * KB * L];
       T out[max_tiles_per_chunk * MR * KB];  // the chunk's outputs of one group, row-major
-      for (std::size_t gi = 0; gi < g.groups; ++gi) {
+      for (std::size_t gi = 0; gi < g.groups; ++gi) {  // each group gathers its tiles again
         for (std::size_t p0 = c0; p0 < c1; p0 += MR) {
-          const std::size_t m = std::min(MR, c1 - p0);
-          if (gemm) {  // output pixel p reads input pixel p; a short tile repeats its last
-            for (std::size_t i = 0; i < MR; ++i) rows[i] = x + (p0 + std::min(i, m - 1)) * g.c;
-          } else {
-            gather_rows(g, s, x, zero, p0, m, MR, rows, MR, windows.at(p0 % plan.chunk_rows));
-          }
+          fwd_rows.fill(p0, std::min(MR, c1 - p0), MR, rows);
           kernels::dot_mrxkb<T, MR, KB>(s.taps, s.kc, kcp, rows, gi * s.kc,
                                         ws.packed.data() + gi * per_group, vs);
           kernels::sum_lanes<T, L>(vs, MR * KB, out + (p0 - c0) * KB);

@@ -141,6 +141,52 @@ void gather_rows(const ConvGeometry& g, const GatherShape& s, const T* x, const 
     for (std::size_t i = m; i < slots; ++i) rows[t * ld + i] = rows[t * ld + m - 1];
 }
 
+// The contraction runs of the forward: a plain GEMM (1x1, unit stride, no padding) reads one
+// pixel's channels, any other convolution the gather's runs.
+inline GatherShape forward_run_shape(const ConvGeometry& g) noexcept {
+  return g.pointwise() ? GatherShape{1, g.cg(), false} : forward_gather_shape(g);
+}
+
+// The forward's row pointers for tiles of output pixels (the igemm and dot families): the run
+// shape, the zero row that padding reads and the per-thread edge windows (a slot per pixel
+// of a chunk), set up once per pass.
+template <class T>
+class ForwardRows {
+ public:
+  ForwardRows(const ConvGeometry& g, const T* x, ConvWorkspace<T>& ws, std::size_t chunk_rows)
+      : g_(g),
+        shape_(forward_run_shape(g)),
+        x_(x),
+        chunk_rows_(chunk_rows),
+        zero_(zero_row(ws, std::max(g.c, shape_.kc))),  // grouped runs read at group * kc
+        windows_(ws, chunk_rows, shape_.window_len(g)) {}
+
+  const GatherShape& shape() const noexcept { return shape_; }
+
+  // rows[t * slots + i] for i < slots: the runs of output pixel p0 + min(i, m - 1).
+  void fill(std::size_t p0, std::size_t m, std::size_t slots, const T** rows) const {
+    if (g_.pointwise()) {  // output pixel p reads input pixel p
+      for (std::size_t i = 0; i < slots; ++i) rows[i] = x_ + (p0 + std::min(i, m - 1)) * g_.c;
+      return;
+    }
+    gather_rows(g_, shape_, x_, zero_, p0, m, slots, rows, slots,
+                windows_.at(p0 % chunk_rows_));
+  }
+
+ private:
+  static const T* zero_row(ConvWorkspace<T>& ws, std::size_t len) {
+    detail::ensure_zeros(ws, len);
+    return ws.zeros.data();
+  }
+
+  const ConvGeometry& g_;
+  GatherShape shape_;
+  const T* x_;
+  std::size_t chunk_rows_;
+  const T* zero_;
+  GatherWindows<T> windows_;
+};
+
 // The data gradient's gather. With one group and unit horizontal stride and dilation, input
 // column w is read by output columns w + pl - b of kernel column b: the kw taps of a kernel
 // row are kw*K consecutive values of dz in reverse b order, so they merge into one run when
