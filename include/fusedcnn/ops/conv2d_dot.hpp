@@ -21,17 +21,20 @@ namespace fusedcnn::ops {
 
 // Whether the dot family runs the forward of g (plan_forward asks the strips first): groups
 // with few output channels that the row family (few input channels) leaves, when the dot
-// tile does fewer FMAs
-// per output pixel. It does kg per vector of every run, and summing the lanes of kg sums
-// costs about 5 more; the igemm narrow tile does taps * cg (one vector of output channels,
-// kg of its lanes busy), each at about 1/0.7 the dot's speed for floats, 1/0.8 for doubles.
-// (Measured crossovers, 8 float output channels: 3x3 from 20-24 input channels on, 1x1 from
-// about 128; 120 -> 6 channels at 3x3: 2.1x faster.)
+// tile does fewer FMAs per output pixel. It does kg per vector of every run, and summing the
+// lanes of kg sums costs about 5 more; the igemm narrow tile does taps * cg (one vector of
+// output channels, kg of its lanes busy), each at about 1/0.7 the dot's speed for floats,
+// 1/0.8 for doubles. With one run per pixel (1x1 layers) the igemm reads each row once, a
+// few lines at a time, and its FMAs run at only 1/0.9 (floats) and 1/1.1 (doubles) the dot's.
+// (Measured crossovers, 8 output channels: 3x3 from 20-24 float input channels on; 1x1 from
+// 96-128 float and 256-512 double ones, 32-64 floats at 4 outputs with AVX2; 120 -> 6
+// channels at 3x3: 2.1x faster.)
 template <class T>
 constexpr bool use_dot(const ConvGeometry& g) noexcept {
-  constexpr std::size_t L = kernels::RowVec<T>::lanes, speed = sizeof(T) == 4 ? 7 : 8;
+  constexpr std::size_t L = kernels::RowVec<T>::lanes;
   if (g.kg() > kernels::dot_max_kb<T> || use_rows<T>(g) || g.wo == 0 || g.ho == 0) return false;
   const GatherShape s = forward_run_shape(g);
+  const std::size_t speed = s.taps == 1 ? (sizeof(T) == 4 ? 9 : 11) : (sizeof(T) == 4 ? 7 : 8);
   const std::size_t steps = s.taps * ((s.kc + L - 1) / L);
   return 10 * g.kg() * (steps + 5) < speed * g.taps() * g.cg();
 }
