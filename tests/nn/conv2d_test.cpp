@@ -320,7 +320,8 @@ TEMPLATE_TEST_CASE("Conv2D strips: about one vector of output channels along uni
 
 TEMPLATE_TEST_CASE("Conv2D dot family: few output channels on many input channels",
                    "[conv2d][families]", float, double) {
-  // Groups of at most half a vector of output channels with more than 16 input channels:
+  // Groups of at most kernels::dot_max_kb output channels (8 on AVX-512: half a vector of
+  // floats, a whole one of doubles) with more than 16 input channels:
   // merged gathers (edge windows copied), unmerged ones (kw*C past the merge limit), strides,
   // dilation, asymmetric padding, a plain GEMM and a strided padded 1x1, groups (runs read
   // from an offset), every tile width from 1 to 8 output channels and runs that end in a

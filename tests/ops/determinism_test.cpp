@@ -61,9 +61,8 @@ TEST_CASE("every op gives the same bits with 1, 2 and 3 threads", "[threads][det
   // igemm with many chunks, a pointwise GEMM, depthwise, the row family, grouped, the strips
   // and transposed weight-gradient tiles, the 8-channel row tile, and many output channels on
   // few pixels (column blocks and output-channel parts as work items), and few output
-  // channels on many input channels (the dot tile). Each is above the
-  // size under which layers run on one thread (detail::serial_work_limit), so that every
-  // pass really is split.
+  // channels on many input channels (the dot tile). Each is above the size under which
+  // layers run on one thread (detail::serial_work_limit), so that every pass really is split.
   const support::ConvCase cases[] = {
       conv_case(2, 40, 32, 48, 3, 1), conv_case(2, 36, 40, 24, 1, 1),
       conv_case(2, 64, 16, 16, 3, 16), conv_case(2, 150, 2, 2, 3, 1),
