@@ -38,6 +38,13 @@ struct Case {
   double conv_flops() const {
     return 2.0 * static_cast<double>(n * out_extent(h) * out_extent(w) * k * r * r * c);
   }
+  // Whether the library runs this forward as Winograd F(2x2, 3x3): its GFLOP/s still count
+  // the direct convolution's FLOPs, so they can pass the FMA peak.
+  bool winograd() const {
+    return fusedcnn::ops::plan_forward<float>(
+               fusedcnn::ops::make_geometry(input_shape(), k, conv_options()))
+        .by_winograd;
+  }
   // Elements of the input plus the conv output: the data volume a pass touches.
   double volume_bytes() const {
     return 4.0 * static_cast<double>(n * h * w * c + n * out_extent(h) * out_extent(w) * k);

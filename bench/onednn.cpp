@@ -323,6 +323,8 @@ int main(int argc, char** argv) {
               fusedcnn::kernels::isa_name, peak, pairs);
   std::printf("%-10s %-7s %-26s %9s %9s %9s %8s %7s %9s\n", "mode", "suite", "case", "oneDNN ms", "ours ms",
               "speed", "GFLOP/s", "%peak", "diff");
+  std::printf("(W: our forward runs as Winograd F(2x2, 3x3); GFLOP/s and %%peak count the direct\n"
+              " convolution's 2 * taps * C * K FLOPs per output pixel, so they can pass 100)\n");
   std::map<std::string, std::vector<double>> by_mode_suite;
   bool all_agree = true;
   for (const Case& c : cases) {
@@ -362,9 +364,9 @@ int main(int argc, char** argv) {
       // so the training step is held to 1e-2, the forward outputs to 1e-3.
       const bool agree = diff <= (m == "train_step" ? 1e-2 : 1e-3);
       all_agree &= agree;
-      std::printf("%-10s %-7s %-26s %9.3f %9.3f %9.2f %8.1f %7.1f %9.1e%s\n", m.c_str(), c.suite.c_str(),
+      std::printf("%-10s %-7s %-26s %9.3f %9.3f %9.2f %8.1f %7.1f %9.1e%s%s\n", m.c_str(), c.suite.c_str(),
                   c.name().c_str(), t.dnnl_ms, t.ours_ms, t.speed, gflops, peak > 0 ? 100 * gflops / peak : 0.0,
-                  diff, agree ? "" : "  DIFFERS");
+                  diff, c.winograd() ? " W" : "", agree ? "" : "  DIFFERS");
       std::fflush(stdout);
       by_mode_suite[m + "/" + c.suite].push_back(std::log(t.speed));
       by_mode_suite[m + "/all"].push_back(std::log(t.speed));

@@ -358,3 +358,35 @@ TEMPLATE_TEST_CASE("Conv2D dot family: few output channels on many input channel
   }
   if (fusedcnn::kernels::dot_max_kb<TestType> >= 4) CHECK(by_dot >= 5);
 }
+
+TEMPLATE_TEST_CASE("Conv2D Winograd family: 3x3 stride-1 layers of many channels",
+                   "[conv2d][families][winograd]", float, double) {
+  // F(2x2, 3x3) forward: odd output heights and widths (one-row tile rows, one-column tiles),
+  // chunks that cross image boundaries (7- and 9-row images), every padding from 0 to 2 and
+  // asymmetric sides, channel counts that end in a partial vector on both sides, a group's
+  // narrow last panel, and enough layers for several chunks per thread. Gradients stay with
+  // the direct families and are checked as well.
+  struct Case {
+    std::size_t n, h, w, c, k;
+    fusedcnn::Padding pad;
+  };
+  const Case cases[] = {{2, 33, 31, 20, 35, fusedcnn::Padding::same()},
+                        {3, 29, 30, 64, 64, {1, 1, 1, 1}},
+                        {2, 32, 27, 33, 50, {0, 2, 2, 0}},
+                        {1, 40, 38, 24, 24, fusedcnn::Padding::valid()},
+                        {6, 9, 9, 40, 48, {2, 2, 2, 2}},
+                        {16, 7, 8, 64, 56, {1, 1, 0, 1}},
+                        {2, 25, 24, 17, 72, {1, 0, 1, 1}},
+                        {1, 30, 33, 96, 9, {1, 1, 1, 1}}};
+  std::mt19937_64 rng(sizeof(TestType) == 4 ? 61 : 62);
+  std::size_t by_winograd = 0;
+  for (const Case& s : cases) {
+    fusedcnn::Conv2DOptions o;
+    o.kernel = {3, 3};
+    o.padding = s.pad;
+    const auto g = fusedcnn::ops::make_geometry({s.n, s.h, s.w, s.c}, s.k, o);
+    by_winograd += fusedcnn::ops::plan_forward<TestType>(g).by_winograd;
+    check_against_reference<TestType>({s.n, s.h, s.w, s.c, s.k, o}, rng);
+  }
+  CHECK(by_winograd >= 6);
+}

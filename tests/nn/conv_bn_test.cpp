@@ -220,6 +220,23 @@ TEMPLATE_TEST_CASE("ConvBN statistics from the dot family's tiles equal the chai
   }
 }
 
+TEMPLATE_TEST_CASE("ConvBN statistics from the Winograd family's chunks equal the chain's",
+                   "[conv_bn][winograd]", float, double) {
+  // 3x3 stride-1 layers of many channels run the forward as F(2x2, 3x3): each chunk of whole
+  // output rows reaches the epilogues as one tile (statistics, folded BN, ReLU). Every mode,
+  // with and without ReLU; odd sizes, chunks across images, asymmetric padding.
+  std::mt19937_64 rng(sizeof(TestType) == 4 ? 75 : 76);
+  const UnitShape shapes[] = {
+      {2, 21, 19, 24, 40, {.kernel = {3, 3}, .padding = fusedcnn::Padding::same()}},
+      {16, 7, 7, 64, 48, {.kernel = {3, 3}, .padding = fusedcnn::Padding{1, 1, 0, 2}}},
+      {1, 30, 28, 40, 33, {.kernel = {3, 3}}}};
+  for (const UnitShape& s : shapes) {
+    const auto g = fusedcnn::ops::make_geometry({s.n, s.h, s.w, s.c}, s.k, s.o);
+    REQUIRE(fusedcnn::ops::plan_forward<TestType>(g).by_winograd);
+    check_modes<TestType>(s, false, rng);
+  }
+}
+
 TEMPLATE_TEST_CASE("ConvBN forms dz where the row kernels read it, as the chain's dz",
                    "[conv_bn][rows]", float, double) {
   // Few-channel layers run both gradients through the row kernels, which read dz in planar

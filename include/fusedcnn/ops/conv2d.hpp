@@ -6,8 +6,10 @@
 // Bwd wts:  dW[t, c, k] = sum_p X[row(p, t), c] * dZ[p, k]           (a GEMM over pixels)
 // Forward and backward-data share the igemm micro-kernel; rows point at a zero row for padding.
 // Depthwise convolutions go to their own drivers (ops/conv2d_depthwise.hpp) and other groups
-// with few output channels to the row family (ops/conv2d_rows.hpp): the plan records the
-// choice, made from the shape alone, and every entry point below dispatches on it.
+// with few output channels to the row family (ops/conv2d_rows.hpp); the forward of 3x3,
+// stride-1 layers of many channels goes to the Winograd family (ops/conv2d_winograd.hpp).
+// The plan records the choice, made from the shape alone, and every entry point below
+// dispatches on it.
 #pragma once
 
 #include <algorithm>
@@ -30,6 +32,7 @@
 #include "fusedcnn/ops/conv2d_gather.hpp"
 #include "fusedcnn/ops/conv2d_rows.hpp"
 #include "fusedcnn/ops/conv2d_strip.hpp"
+#include "fusedcnn/ops/conv2d_winograd.hpp"
 #include "fusedcnn/ops/conv_geometry.hpp"
 
 namespace fusedcnn::ops {
@@ -81,6 +84,7 @@ ConvPlan plan_forward(const ConvGeometry& g) noexcept {
   if (use_rows<T>(g)) return plan_rows<T>(g);
   if (use_strips<T>(g)) return plan_strips(g.pixels(), g.wo);
   if (use_dot<T>(g)) return plan_dot<T>(g);
+  if (use_winograd<T>(g)) return plan_winograd<T>(g);
   return plan_igemm<T>(g.pixels(), g.kg(), g.groups, g.taps() * g.cg());
 }
 
@@ -90,7 +94,8 @@ ConvPlan plan_forward(const ConvGeometry& g) noexcept {
 // those pixels, (N, Ho, Wo, C), zeros where the kernel read padding.
 inline bool keeps_read_pixels(const ConvGeometry& g, const ConvPlan& plan) noexcept {
   if (g.kh != 1 || g.kw != 1 || g.pointwise()) return false;
-  return !plan.by_rows && !plan.by_depthwise && !plan.by_strips && !plan.by_dot;
+  return !plan.by_rows && !plan.by_depthwise && !plan.by_strips && !plan.by_dot &&
+         !plan.by_winograd;
 }
 template <class T>
 bool keeps_read_pixels(const ConvGeometry& g) noexcept {
@@ -257,7 +262,7 @@ void pack_backward_data_panel(const ConvGeometry& g, std::size_t nr, bool revers
 // Prepares the forward's weights for the plan's family: the row, strip, dot and depthwise
 // families pack them all here (each output channel k multiplied by scale[k] when scale is
 // given: BN folding); the igemm family records where they are and packs them block by block
-// on its way (detail::igemm_driver).
+// on its way (detail::igemm_driver), the Winograd family transforms them on its way.
 template <class T>
 void pack_forward_weights(const ConvGeometry& g, const ConvPlan& plan, const T* w,
                           const T* scale, ConvWorkspace<T>& ws) {
@@ -281,6 +286,7 @@ void conv2d_forward(const ConvGeometry& g, const ConvPlan& plan, const T* x,
   if (plan.by_depthwise) return depthwise_forward(g, plan, x, ws, epi);
   if (plan.by_strips) return strips_forward(g, plan, x, ws, epi);
   if (plan.by_dot) return dot_forward(g, plan, x, ws, epi);
+  if (plan.by_winograd) return winograd_forward(g, plan, x, ws, epi);
   auto on_tile = [&](std::size_t p0, std::size_t m, const T* const* rows) {
     if (save)
       for (std::size_t i = 0; i < m; ++i) std::copy_n(rows[i], g.c, save + (p0 + i) * g.c);

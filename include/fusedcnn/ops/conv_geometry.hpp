@@ -119,6 +119,8 @@ struct ConvWorkspace {
   const T* planar_dz_of = nullptr;  // the dz planar_dz was made from (one backward)
   std::vector<std::size_t> offsets;
   std::vector<std::size_t> window_tags;  // row family: the input row each window slot holds
+  // Winograd family: the transformed weights, and per-thread transformed tiles and output.
+  Tensor<T, 1> transformed, tile_scratch;
 };
 
 // Per-thread data that threads write all the time sits whole pages apart. A line of padding
@@ -168,8 +170,9 @@ inline std::size_t tiles_per_chunk(std::size_t tiles, std::size_t blocks) noexce
   return std::clamp<std::size_t>((tiles + chunks - 1) / chunks, 1, max_tiles_per_chunk);
 }
 
-// How one convolution pass is run: by the igemm or dot family (register tile `tile`), the
-// row family (`row_nv` vectors of pixels per tile), the strip or the depthwise drivers, and
+// How one convolution pass is run: by the igemm, dot or Winograd family (register tile
+// `tile`), the row family (`row_nv` vectors of pixels per tile), the strip or the depthwise
+// drivers, and
 // its rows grouped in reduction chunks: chunk c holds rows [c * chunk_rows, (c + 1) *
 // chunk_rows), a function of the shape alone.
 struct ConvPlan {
@@ -177,6 +180,7 @@ struct ConvPlan {
   bool by_depthwise = false;
   bool by_strips = false;
   bool by_dot = false;
+  bool by_winograd = false;
   kernels::TileShape tile{};
   std::size_t row_nv = 0;
   std::size_t rows = 0;        // M: output pixels (forward) or input pixels (backward-data)

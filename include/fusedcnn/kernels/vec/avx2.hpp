@@ -26,6 +26,8 @@ struct Vec<float> {
   static R bcast(const float* p) noexcept { return _mm256_broadcast_ss(p); }
   static R fma(R a, R b, R c) noexcept { return _mm256_fmadd_ps(a, b, c); }
   static R add(R a, R b) noexcept { return _mm256_add_ps(a, b); }
+  static R sub(R a, R b) noexcept { return _mm256_sub_ps(a, b); }
+  static R mul(R a, R b) noexcept { return _mm256_mul_ps(a, b); }
   static R relu(R v) noexcept { return _mm256_max_ps(zero(), v); }  // NaN stays NaN
   static void store(float* p, R v) noexcept { _mm256_store_ps(p, v); }
   static void storeu(float* p, R v) noexcept { _mm256_storeu_ps(p, v); }  // unaligned
@@ -49,6 +51,8 @@ struct Vec<double> {
   static R bcast(const double* p) noexcept { return _mm256_broadcast_sd(p); }
   static R fma(R a, R b, R c) noexcept { return _mm256_fmadd_pd(a, b, c); }
   static R add(R a, R b) noexcept { return _mm256_add_pd(a, b); }
+  static R sub(R a, R b) noexcept { return _mm256_sub_pd(a, b); }
+  static R mul(R a, R b) noexcept { return _mm256_mul_pd(a, b); }
   static R relu(R v) noexcept { return _mm256_max_pd(zero(), v); }  // NaN stays NaN
   static void store(double* p, R v) noexcept { _mm256_store_pd(p, v); }
   static void storeu(double* p, R v) noexcept { _mm256_storeu_pd(p, v); }  // unaligned

@@ -24,6 +24,8 @@ struct Vec<float> {
   static R bcast(const float* p) noexcept { return _mm512_set1_ps(*p); }
   static R fma(R a, R b, R c) noexcept { return _mm512_fmadd_ps(a, b, c); }
   static R add(R a, R b) noexcept { return _mm512_add_ps(a, b); }
+  static R sub(R a, R b) noexcept { return _mm512_sub_ps(a, b); }
+  static R mul(R a, R b) noexcept { return _mm512_mul_ps(a, b); }
   static R relu(R v) noexcept {  // v < 0 -> 0; NaN and -0 stay (as std::max(v, 0))
     return _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(v, zero(), _CMP_NLT_UQ), v);
   }
@@ -46,6 +48,8 @@ struct Vec<double> {
   static R bcast(const double* p) noexcept { return _mm512_set1_pd(*p); }
   static R fma(R a, R b, R c) noexcept { return _mm512_fmadd_pd(a, b, c); }
   static R add(R a, R b) noexcept { return _mm512_add_pd(a, b); }
+  static R sub(R a, R b) noexcept { return _mm512_sub_pd(a, b); }
+  static R mul(R a, R b) noexcept { return _mm512_mul_pd(a, b); }
   static R relu(R v) noexcept {  // v < 0 -> 0; NaN and -0 stay (as std::max(v, 0))
     return _mm512_maskz_mov_pd(_mm512_cmp_pd_mask(v, zero(), _CMP_NLT_UQ), v);
   }

@@ -25,6 +25,8 @@ struct Vec<float> {
   static R bcast(const float* p) noexcept { return vld1q_dup_f32(p); }
   static R fma(R a, R b, R c) noexcept { return vfmaq_f32(c, a, b); }
   static R add(R a, R b) noexcept { return vaddq_f32(a, b); }
+  static R sub(R a, R b) noexcept { return vsubq_f32(a, b); }
+  static R mul(R a, R b) noexcept { return vmulq_f32(a, b); }
   static R relu(R v) noexcept { return vmaxq_f32(zero(), v); }  // NaN stays NaN
   static void store(float* p, R v) noexcept { vst1q_f32(p, v); }
   static void storeu(float* p, R v) noexcept { vst1q_f32(p, v); }  // unaligned
@@ -55,6 +57,8 @@ struct Vec<double> {
   static R bcast(const double* p) noexcept { return vld1q_dup_f64(p); }
   static R fma(R a, R b, R c) noexcept { return vfmaq_f64(c, a, b); }
   static R add(R a, R b) noexcept { return vaddq_f64(a, b); }
+  static R sub(R a, R b) noexcept { return vsubq_f64(a, b); }
+  static R mul(R a, R b) noexcept { return vmulq_f64(a, b); }
   static R relu(R v) noexcept { return vmaxq_f64(zero(), v); }  // NaN stays NaN
   static void store(double* p, R v) noexcept { vst1q_f64(p, v); }
   static void storeu(double* p, R v) noexcept { vst1q_f64(p, v); }  // unaligned

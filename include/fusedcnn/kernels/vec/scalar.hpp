@@ -35,6 +35,14 @@ struct Vec {
     for (std::size_t i = 0; i < lanes; ++i) a.v[i] += b.v[i];
     return a;
   }
+  static R sub(R a, R b) noexcept {
+    for (std::size_t i = 0; i < lanes; ++i) a.v[i] -= b.v[i];
+    return a;
+  }
+  static R mul(R a, R b) noexcept {
+    for (std::size_t i = 0; i < lanes; ++i) a.v[i] *= b.v[i];
+    return a;
+  }
   static R relu(R a) noexcept {
     for (std::size_t i = 0; i < lanes; ++i) a.v[i] = a.v[i] < T{0} ? T{0} : a.v[i];
     return a;
