@@ -52,20 +52,25 @@ inline std::size_t winograd_tile_rows(const ConvGeometry& g, std::size_t rc) noe
 }
 }  // namespace detail
 
-// The Winograd forward's plan: chunks of whole tile rows, about 48 tiles each, a number of
-// tiles that wastes few of the GEMM tile's rows, and at least 8 chunks when there are rows
-// enough, for the threads to share.
+// The Winograd forward's plan: chunks of whole tile rows, as many tiles as fill the GEMM
+// tile's rows best, up to 64, in at least 8 chunks when there are rows enough, for the
+// threads to share. Each chunk reads all the transformed weights: beyond 1 MiB (half the L2)
+// they come from memory every time, and chunks take up to 128 tiles, in at least 2 chunks
+// (14x14, 256 -> 256 channels: chunks of 14 tiles 3.4 ms, of 98 tiles 2.7 ms).
 template <class T>
 ConvPlan plan_winograd(const ConvGeometry& g) noexcept {
   ConvPlan p;
   p.by_winograd = true;
   p.tile = kernels::pick_tile<T>(g.k);
   p.rows = g.pixels();
-  const std::size_t tw = (g.wo + 1) / 2, out_rows = g.n * g.ho, mr = p.tile.mr;
+  const std::size_t tw = (g.wo + 1) / 2, out_rows = g.n * g.ho, mr = p.tile.mr, nr = p.tile.nr;
+  const bool big = kernels::winograd::points * g.c * ((g.k + nr - 1) / nr * nr) * sizeof(T) >
+                   (std::size_t{1} << 20);
+  const std::size_t most = big ? 128 : 64, least_chunks = big ? 2 : 8;
   std::size_t best = 1;
   double best_fill = 0;
-  for (std::size_t r = 1; r == 1 || r * tw <= 64; ++r) {
-    if (r > 1 && (out_rows + 2 * r - 1) / (2 * r) < 8) break;
+  for (std::size_t r = 1; r == 1 || r * tw <= most; ++r) {
+    if (r > 1 && (out_rows + 2 * r - 1) / (2 * r) < least_chunks) break;
     const std::size_t tiles = r * tw;
     const double fill = static_cast<double>(tiles) / static_cast<double>((tiles + mr - 1) / mr * mr);
     if (fill >= best_fill - 0.02) best = r, best_fill = std::max(fill, best_fill);
@@ -138,8 +143,11 @@ void winograd_forward(const ConvGeometry& g, const ConvPlan& plan, const T* x,
     ::fusedcnn::detail::parallel_for(P, [&](std::size_t q) {
       detail::winograd_weights_panel<T, NR>(g, ws.weights, ws.scale, q, P, u);
     });
-    const std::size_t v_len = detail::whole_lines<T>(XI * tmax * C);
-    const std::size_t m_len = detail::whole_lines<T>(XI * tmax * KP);
+    // Point strides of V and M: whole lines and one more, so that the 16 points of a tile
+    // are not 4 KiB apart, where loads wait on unrelated stores of the same page offset.
+    const std::size_t vp = detail::whole_lines<T>(tmax * C) + 64 / sizeof(T);
+    const std::size_t mp = tmax * KP + 64 / sizeof(T);
+    const std::size_t v_len = XI * vp, m_len = XI * mp;
     const detail::ThreadScratch<T> scratch(ws.tile_scratch, v_len + m_len + rc * wo * KP);
     const std::size_t threads = ::fusedcnn::detail::max_threads();
     ws.rows.resize(thread_slots_len(threads, XI * tmax));
@@ -172,19 +180,19 @@ void winograd_forward(const ConvGeometry& g, const ConvPlan& plan, const T* x,
           const T* inc[4];
           for (std::size_t i = 0; i < 4; ++i) inc[i] = in[i] ? in[i] + c : nullptr;
           kernels::winograd::input_row<V>(inc, -static_cast<long>(g.pl), g.w, C, tw,
-                                          V::first(C - c), vbuf + idx * tw * C + c, tmax * C, C);
+                                          V::first(C - c), vbuf + idx * tw * C + c, vp, C);
         }
         nt = (idx + 1) * tw;
       });
       for (std::size_t xi = 0; xi < XI; ++xi)
         for (std::size_t t = 0; t < tmax; ++t)
-          rows[xi * tmax + t] = vbuf + (xi * tmax + std::min(t, nt - 1)) * C;
+          rows[xi * tmax + t] = vbuf + xi * vp + std::min(t, nt - 1) * C;
       for (std::size_t xi = 0; xi < XI; ++xi)
         for (std::size_t q = 0; q < P; ++q)
           for (std::size_t t0 = 0; t0 < nt; t0 += MR)
             kernels::igemm<T, MR, NR>(1, C, rows + xi * tmax + t0, u + (xi * P + q) * C * NR, 0,
                                       MR, std::min(NR, K - q * NR),
-                                      detail::WinogradSink<T, NR>{mbuf + xi * tmax * KP, KP, t0, q * NR});
+                                      detail::WinogradSink<T, NR>{mbuf + xi * mp, KP, t0, q * NR});
       tile_rows([&](std::size_t r, std::size_t nr, std::size_t idx) {
         for (std::size_t s = 0; s < tw; ++s) {
           const T* m = mbuf + (idx * tw + s) * KP;
@@ -193,7 +201,7 @@ void winograd_forward(const ConvGeometry& g, const ConvPlan& plan, const T* x,
           const std::size_t cols = std::min<std::size_t>(2, wo - 2 * s);
           for (std::size_t k = 0; k < K; k += L) {
             T* const dk[2] = {dst[0] + k, dst[1] ? dst[1] + k : nullptr};
-            kernels::winograd::output_tile<V>(m + k, tmax * KP, dk, cols, KP, V::first(K - k));
+            kernels::winograd::output_tile<V>(m + k, mp, dk, cols, KP, V::first(K - k));
           }
         }
       });
