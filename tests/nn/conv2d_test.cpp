@@ -361,11 +361,12 @@ TEMPLATE_TEST_CASE("Conv2D dot family: few output channels on many input channel
 
 TEMPLATE_TEST_CASE("Conv2D Winograd family: 3x3 stride-1 layers of many channels",
                    "[conv2d][families][winograd]", float, double) {
-  // F(2x2, 3x3) forward: odd output heights and widths (one-row tile rows, one-column tiles),
-  // chunks that cross image boundaries (7- and 9-row images), every padding from 0 to 2 and
-  // asymmetric sides, channel counts that end in a partial vector on both sides, a group's
-  // narrow last panel, and enough layers for several chunks per thread. Gradients stay with
-  // the direct families and are checked as well.
+  // F(2x2, 3x3) forward and data gradient (the correlation of dz with the turned weights,
+  // padded 2 - p: negative past 2): odd output heights and widths (one-row tile rows,
+  // one-column tiles), chunks that cross image boundaries (7- and 9-row images), every
+  // padding from 0 to 4 and asymmetric sides, channel counts that end in a partial vector on
+  // both sides, a group's narrow last panel, and enough layers for several chunks per thread.
+  // The weight gradient stays with the direct families and is checked as well.
   struct Case {
     std::size_t n, h, w, c, k;
     fusedcnn::Padding pad;
@@ -377,16 +378,19 @@ TEMPLATE_TEST_CASE("Conv2D Winograd family: 3x3 stride-1 layers of many channels
                         {6, 9, 9, 40, 48, {2, 2, 2, 2}},
                         {16, 7, 8, 64, 56, {1, 1, 0, 1}},
                         {2, 25, 24, 17, 72, {1, 0, 1, 1}},
-                        {1, 30, 33, 96, 9, {1, 1, 1, 1}}};
+                        {1, 30, 33, 96, 9, {1, 1, 1, 1}},
+                        {2, 12, 12, 40, 40, {3, 1, 4, 0}}};
   std::mt19937_64 rng(sizeof(TestType) == 4 ? 61 : 62);
-  std::size_t by_winograd = 0;
+  std::size_t by_winograd = 0, data_by_winograd = 0;
   for (const Case& s : cases) {
     fusedcnn::Conv2DOptions o;
     o.kernel = {3, 3};
     o.padding = s.pad;
     const auto g = fusedcnn::ops::make_geometry({s.n, s.h, s.w, s.c}, s.k, o);
     by_winograd += fusedcnn::ops::plan_forward<TestType>(g).by_winograd;
+    data_by_winograd += fusedcnn::ops::plan_backward_data<TestType>(g).by_winograd;
     check_against_reference<TestType>({s.n, s.h, s.w, s.c, s.k, o}, rng);
   }
-  CHECK(by_winograd >= 6);
+  CHECK(by_winograd >= 7);
+  CHECK(data_by_winograd >= 6);
 }

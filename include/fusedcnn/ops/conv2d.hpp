@@ -84,7 +84,7 @@ ConvPlan plan_forward(const ConvGeometry& g) noexcept {
   if (use_rows<T>(g)) return plan_rows<T>(g);
   if (use_strips<T>(g)) return plan_strips(g.pixels(), g.wo);
   if (use_dot<T>(g)) return plan_dot<T>(g);
-  if (use_winograd<T>(g)) return plan_winograd<T>(g);
+  if (use_winograd<T>(g)) return plan_winograd<T>(winograd_forward_shape(g));
   return plan_igemm<T>(g.pixels(), g.kg(), g.groups, g.taps() * g.cg());
 }
 
@@ -311,6 +311,7 @@ ConvPlan plan_backward_data(const ConvGeometry& g) noexcept {
   if (use_depthwise(g)) return plan_depthwise(g);
   if (use_rows_for_data<T>(g)) return plan_rows<T>(g);
   if (use_strips_for_data<T>(g)) return plan_strips(g.in_pixels(), g.w);
+  if (use_winograd_for_data<T>(g)) return plan_winograd<T>(winograd_data_shape(g));
   return plan_igemm<T>(g.in_pixels(), g.cg(), g.groups, g.taps() * g.kg());
 }
 
@@ -382,6 +383,7 @@ void conv2d_backward_data(const ConvGeometry& g, const ConvPlan& plan, const T* 
   if (plan.by_depthwise) return depthwise_backward_data(g, dz, ws.packed.data(), dx);
   if (plan.by_rows) return rows_backward_data(g, plan, dz, dx, ws);
   if (plan.by_strips) return strips_backward_data(g, plan, dz, dx, ws);
+  if (plan.by_winograd) return winograd_backward_data(g, plan, dz, dx, ws);
   if (g.sh * g.sw > 1) return detail::backward_data_by_classes(g, plan, dz, dx, ws);
   const bool gemm = g.pointwise();
   const GatherShape gs = gemm ? GatherShape{1, g.kg(), false} : backward_data_gather_shape(g);

@@ -1,22 +1,26 @@
-// The Winograd family's forward: 3x3, stride-1 convolutions of many channels as F(2x2, 3x3)
-// (kernels/winograd.hpp), 16 GEMMs of transformed tiles through the igemm micro-kernel, 16
-// multiply-adds per 2x2 output tile and channel pair where the direct convolution does 36.
+// The Winograd family: the forward and the data gradient of 3x3, stride-1 convolutions of
+// many channels as F(2x2, 3x3) (kernels/winograd.hpp), 16 GEMMs of transformed tiles through
+// the igemm micro-kernel, 16 multiply-adds per 2x2 output tile and channel pair where the
+// direct convolution does 36. The data gradient is itself such a correlation, of dz with the
+// weights turned by 180 degrees.
 //
 // A chunk is a fixed run of whole output rows (about 48 tiles of 2x2 pixels): its input tiles
 // are transformed into V[xi][tile][c] (in L2), each point's GEMM against the transformed
 // weights U[xi][panel][c][NR] (one panel, C * NR values, stays in L1 over the chunk's tiles)
 // writes M[xi][tile][k], and the output transform writes the chunk's pixels, whole rows, to a
 // row-major tile that goes to the epilogue at once: bias, BN and statistics epilogues see
-// exactly what the direct families give them. The weights are transformed on every forward
-// (they may have changed), panel by panel over the threads. The gradients stay with the
-// igemm family.
+// exactly what the direct families give them. The weights are transformed on every call
+// (they may have changed), panel by panel over the threads. The weight gradient stays with
+// the igemm family.
 #pragma once
 
 #include <algorithm>
 #include <cstddef>
 
 #include "fusedcnn/core/threading.hpp"
+#include "fusedcnn/kernels/epilogues.hpp"
 #include "fusedcnn/kernels/igemm.hpp"
+#include "fusedcnn/kernels/transpose.hpp"
 #include "fusedcnn/kernels/rows.hpp"
 #include "fusedcnn/kernels/tile.hpp"
 #include "fusedcnn/kernels/winograd.hpp"
@@ -24,47 +28,81 @@
 
 namespace fusedcnn::ops {
 
-// Whether the Winograd family runs the forward of g (plan_forward asks the small-channel
-// families first): a 3x3, stride-1, undilated, ungrouped convolution whose saved
-// multiply-adds pay for the transforms. Costs per (input, output) channel pair, in
-// multiply-adds: the direct convolution does 9 per output pixel; F(2x2, 3x3) does 16 per
-// 2x2 tile, its GEMMs of depth C running at about 1/1.15 the direct one's speed, plus about 3
-// per transformed value of each tile (16 (C + K) of them) and 40 per transformed weight (16,
-// read and written once per forward, usually from memory).
-template <class T>
-constexpr bool use_winograd(const ConvGeometry& g) noexcept {
-  if (g.kh != 3 || g.kw != 3 || g.sh != 1 || g.sw != 1 || g.dh != 1 || g.dw != 1 ||
-      g.groups != 1 || g.ho == 0 || g.wo == 0 || g.c < 8 || g.k < 8)
-    return false;
-  const double pairs = static_cast<double>(g.c) * static_cast<double>(g.k);
-  const double tiles = static_cast<double>(g.n * ((g.ho + 1) / 2) * ((g.wo + 1) / 2));
-  const double direct = 9.0 * static_cast<double>(g.pixels()) * pairs;
-  const double wino = 16.0 * tiles * (1.15 * pairs + 3.0 * static_cast<double>(g.c + g.k)) +
+// A 3x3, stride-1 correlation as the Winograd driver sees it: input (n, h, w, c), output
+// (n, ho, wo, k); output pixel (y, x) reads input rows y - pt .. y - pt + 2 and columns
+// x - pl .. x - pl + 2 (outside the input: zeros). The forward is g itself; the data gradient
+// is the correlation of dz with the weights turned by 180 degrees and transposed, whose
+// padding 2 - pt (negative past 2: rows of dz that no input pixel reads) gives back h x w.
+struct WinogradShape {
+  std::size_t n, h, w, c, ho, wo, k;
+  long pt, pl;
+  std::size_t tiles() const noexcept { return n * ((ho + 1) / 2) * ((wo + 1) / 2); }
+};
+inline WinogradShape winograd_forward_shape(const ConvGeometry& g) noexcept {
+  return {g.n, g.h, g.w, g.c, g.ho, g.wo, g.k, static_cast<long>(g.pt), static_cast<long>(g.pl)};
+}
+inline WinogradShape winograd_data_shape(const ConvGeometry& g) noexcept {
+  return {g.n, g.ho, g.wo, g.k, g.h, g.w, g.c, 2 - static_cast<long>(g.pt),
+          2 - static_cast<long>(g.pl)};
+}
+
+// Whether the Winograd family runs a correlation of shape s (the planners ask the
+// small-channel families first): the saved multiply-adds pay for the transforms. Costs per
+// (input, output) channel pair, in multiply-adds: the direct convolution does 9 per output
+// pixel; F(2x2, 3x3) does 16 per 2x2 tile, its GEMMs of depth c running at about 1/1.15 the
+// direct one's speed, plus about 3 per transformed value of each tile (16 (c + k) of them)
+// and 40 per transformed weight (16, read and written once per call, usually from memory).
+// (Measured, float, 1 thread: 8 x 7x7, 512 -> 512 channels breaks even and is left to the
+// igemm; 2 x 14x14, 256 -> 256 runs in 0.69 of the direct time, 4 x 56x56, 64 -> 64 in 0.6.)
+inline bool winograd_pays(const WinogradShape& s) noexcept {
+  if (s.ho == 0 || s.wo == 0 || s.c < 8 || s.k < 8) return false;
+  const double pairs = static_cast<double>(s.c) * static_cast<double>(s.k);
+  const double tiles = static_cast<double>(s.tiles());
+  const double direct = 9.0 * static_cast<double>(s.n * s.ho * s.wo) * pairs;
+  const double wino = 16.0 * tiles * (1.15 * pairs + 3.0 * static_cast<double>(s.c + s.k)) +
                       16.0 * 40.0 * pairs;
   return wino < 0.85 * direct;
+}
+
+// The convolutions the family can run: 3x3, stride 1, undilated, ungrouped.
+inline bool winograd_geometry(const ConvGeometry& g) noexcept {
+  return g.kh == 3 && g.kw == 3 && g.sh == 1 && g.sw == 1 && g.dh == 1 && g.dw == 1 &&
+         g.groups == 1;
+}
+
+// Whether the Winograd family runs the forward of g.
+template <class T>
+bool use_winograd(const ConvGeometry& g) noexcept {
+  return winograd_geometry(g) && winograd_pays(winograd_forward_shape(g));
+}
+
+// Whether it runs the data gradient of g.
+template <class T>
+bool use_winograd_for_data(const ConvGeometry& g) noexcept {
+  return winograd_geometry(g) && winograd_pays(winograd_data_shape(g));
 }
 
 namespace detail {
 // Tile rows a chunk of `rc` output rows can hold: rc / 2, and one more for each image
 // boundary inside it (an image with an odd number of rows ends on a one-row tile row).
-inline std::size_t winograd_tile_rows(const ConvGeometry& g, std::size_t rc) noexcept {
-  return rc / 2 + (rc + g.ho - 1) / g.ho + 1;
+inline std::size_t winograd_tile_rows(const WinogradShape& s, std::size_t rc) noexcept {
+  return rc / 2 + (rc + s.ho - 1) / s.ho + 1;
 }
 }  // namespace detail
 
-// The Winograd forward's plan: chunks of whole tile rows, as many tiles as fill the GEMM
-// tile's rows best, up to 64, in at least 8 chunks when there are rows enough, for the
-// threads to share. Each chunk reads all the transformed weights: beyond 1 MiB (half the L2)
-// they come from memory every time, and chunks take up to 128 tiles, in at least 2 chunks
-// (14x14, 256 -> 256 channels: chunks of 14 tiles 3.4 ms, of 98 tiles 2.7 ms).
+// The Winograd plan: chunks of whole tile rows, as many tiles as fill the GEMM tile's rows
+// best, up to 64, in at least 8 chunks when there are rows enough, for the threads to share.
+// Each chunk reads all the transformed weights: beyond 1 MiB (half the L2) they come from
+// memory every time, and chunks take up to 128 tiles, in at least 2 chunks (14x14, 256 -> 256
+// channels: chunks of 14 tiles 3.4 ms, of 98 tiles 2.7 ms).
 template <class T>
-ConvPlan plan_winograd(const ConvGeometry& g) noexcept {
+ConvPlan plan_winograd(const WinogradShape& s) noexcept {
   ConvPlan p;
   p.by_winograd = true;
-  p.tile = kernels::pick_tile<T>(g.k);
-  p.rows = g.pixels();
-  const std::size_t tw = (g.wo + 1) / 2, out_rows = g.n * g.ho, mr = p.tile.mr, nr = p.tile.nr;
-  const bool big = kernels::winograd::points * g.c * ((g.k + nr - 1) / nr * nr) * sizeof(T) >
+  p.tile = kernels::pick_tile<T>(s.k);
+  p.rows = s.n * s.ho * s.wo;
+  const std::size_t tw = (s.wo + 1) / 2, out_rows = s.n * s.ho, mr = p.tile.mr, nr = p.tile.nr;
+  const bool big = kernels::winograd::points * s.c * ((s.k + nr - 1) / nr * nr) * sizeof(T) >
                    (std::size_t{1} << 20);
   const std::size_t most = big ? 128 : 64, least_chunks = big ? 2 : 8;
   std::size_t best = 1;
@@ -75,7 +113,7 @@ ConvPlan plan_winograd(const ConvGeometry& g) noexcept {
     const double fill = static_cast<double>(tiles) / static_cast<double>((tiles + mr - 1) / mr * mr);
     if (fill >= best_fill - 0.02) best = r, best_fill = std::max(fill, best_fill);
   }
-  p.chunk_rows = 2 * best * g.wo;
+  p.chunk_rows = 2 * best * s.wo;
   p.chunks = (p.rows + p.chunk_rows - 1) / p.chunk_rows;
   return p;
 }
@@ -107,106 +145,167 @@ constexpr std::size_t whole_lines(std::size_t n) noexcept {
   return (n + per - 1) / per * per;
 }
 
-// U[xi][q][c][NR] for panel q: the transformed HWIO weights of output channels q*NR.. (times
-// scale[k] when given), zero past the last channel.
+// Transforms the taps of `rows` input channels into U[xi][q][c][NR] (panels of `panels`):
+// tap t of channel c, output channels q*NR + j, at src[t * tap_stride + c * ld + j], times
+// scale[j] when given; columns past `n` are zero.
 template <class T, std::size_t NR>
-void winograd_weights_panel(const ConvGeometry& g, const T* w, const T* scale, std::size_t q,
-                            std::size_t panels, T* u) {
+void winograd_transform_panel(const T* src, std::size_t tap_stride, std::size_t ld,
+                              std::size_t rows, std::size_t n, const T* scale, std::size_t q,
+                              std::size_t panels, T* u) {
   using V = kernels::RowVec<T>;
-  const std::size_t C = g.c, K = g.k;
   const T one = T{1};
-  for (std::size_t c = 0; c < C; ++c)
+  for (std::size_t c = 0; c < rows; ++c)
     for (std::size_t j = 0; j < NR; j += V::lanes) {
-      const std::size_t col = q * NR + j;
-      const auto mask = V::first(col < K ? K - col : 0);
-      const typename V::R s = scale ? V::load(mask, scale + col) : V::bcast(&one);
-      kernels::winograd::weight_tile<V>(w + c * K + col, C * K, mask, s,
-                                        u + (q * C + c) * NR + j, panels * C * NR);
+      const auto mask = V::first(j < n ? n - j : 0);
+      const typename V::R sv = scale ? V::load(mask, scale + j) : V::bcast(&one);
+      kernels::winograd::weight_tile<V>(src + c * ld + j, tap_stride, mask, sv,
+                                        u + (q * rows + c) * NR + j, panels * rows * NR);
     }
+}
+
+// Panel q of the forward's transformed weights: output channels q*NR.. of the HWIO weights
+// (times scale[k] when given).
+template <class T, std::size_t NR>
+void winograd_forward_panel(const ConvGeometry& g, const T* w, const T* scale, std::size_t q,
+                            std::size_t panels, T* u) {
+  const std::size_t k0 = q * NR, n = std::min(NR, g.k - k0);
+  winograd_transform_panel<T, NR>(w + k0, g.c * g.k, g.k, g.c, n, scale ? scale + k0 : nullptr,
+                                  q, panels, u);
+}
+
+// Panel q of the data gradient's transformed weights: input channels q*NR.. (the columns)
+// over output channels (the contraction), taps turned by 180 degrees. Blocks of 16 output
+// channels of each tap are transposed into `tmp` (9 x 16 x NR values), tap t at slot 8 - t,
+// and transformed from there.
+template <class T, std::size_t NR>
+void winograd_data_panel(const ConvGeometry& g, const T* w, std::size_t q, std::size_t panels,
+                         T* tmp, T* u) {
+  constexpr std::size_t kb = 16;
+  const std::size_t c0 = q * NR, n = std::min(NR, g.c - c0);
+  for (std::size_t k0 = 0; k0 < g.k; k0 += kb) {
+    const std::size_t len = std::min(kb, g.k - k0);
+    if (n < NR) std::fill_n(tmp, 9 * kb * NR, T{0});
+    for (std::size_t t = 0; t < 9; ++t)
+      kernels::transpose(w + (t * g.c + c0) * g.k + k0, g.k, n, len, tmp + (8 - t) * kb * NR, NR);
+    for (std::size_t kk = 0; kk < len; ++kk) {
+      using V = kernels::RowVec<T>;
+      const T one = T{1};
+      for (std::size_t j = 0; j < NR; j += V::lanes)
+        kernels::winograd::weight_tile<V>(tmp + kk * NR + j, kb * NR, V::first(NR - j),
+                                          V::bcast(&one), u + (q * g.k + k0 + kk) * NR + j,
+                                          panels * g.k * NR);
+    }
+  }
+}
+
+// Runs the correlation s of x by the Winograd family: transform(q, u) writes panel q of the
+// transformed weights U[xi][q][c][NR] (any thread, panels in parallel); every chunk's output
+// goes to epi(TileInfo) as one row-major tile of whole rows.
+template <class T, std::size_t MR, std::size_t NR, class Transform, class Epi>
+void winograd_driver(const WinogradShape& s, const ConvPlan& plan, const T* x,
+                     ConvWorkspace<T>& ws, Transform&& transform, Epi& epi) {
+  using V = kernels::RowVec<T>;
+  constexpr std::size_t XI = kernels::winograd::points, L = V::lanes;
+  const std::size_t C = s.c, K = s.k, wo = s.wo, ho = s.ho;
+  const std::size_t rc = plan.chunk_rows / wo, tw = (wo + 1) / 2, out_rows = s.n * ho;
+  const std::size_t P = (K + NR - 1) / NR, KP = P * NR;
+  const std::size_t tmax = (winograd_tile_rows(s, rc) * tw + MR - 1) / MR * MR;
+  T* u = ensure_len(ws.transformed, XI * P * C * NR);
+  ::fusedcnn::detail::parallel_for(P, [&](std::size_t q) { transform(q, u); });
+  // Point strides of V and M: whole lines and one more, so that the 16 points of a tile are
+  // not 4 KiB apart, where loads wait on unrelated stores of the same page offset.
+  const std::size_t vp = whole_lines<T>(tmax * C) + 64 / sizeof(T);
+  const std::size_t mp = tmax * KP + 64 / sizeof(T);
+  const std::size_t v_len = XI * vp, m_len = XI * mp;
+  const ThreadScratch<T> scratch(ws.tile_scratch, v_len + m_len + rc * wo * KP);
+  const std::size_t threads = ::fusedcnn::detail::max_threads();
+  ws.rows.resize(thread_slots_len(threads, XI * tmax));
+  ::fusedcnn::detail::parallel_for(plan.chunks, [&](std::size_t chunk) {
+    const std::size_t tid = ::fusedcnn::detail::thread_index();
+    T* vbuf = scratch.of(tid);
+    T* mbuf = vbuf + v_len;
+    T* out = mbuf + m_len;
+    const T** rows = ws.rows.data() + thread_slot_offset(tid, XI * tmax);
+    const std::size_t r0 = chunk * rc, r1 = std::min(out_rows, r0 + rc);
+    // Calls f(first output row, rows in it (1 or 2), index) for each tile row of the chunk.
+    auto tile_rows = [&](auto&& f) {
+      for (std::size_t r = r0, idx = 0; r < r1; ++idx) {
+        const std::size_t oy = r % ho, nr = std::min<std::size_t>({2, r1 - r, ho - oy});
+        f(r, nr, idx);
+        r += nr;
+      }
+    };
+    std::size_t nt = 0;
+    tile_rows([&](std::size_t r, std::size_t, std::size_t idx) {
+      const std::size_t img = r / ho;
+      const long oy = static_cast<long>(r % ho);
+      const T* in[4];
+      for (std::size_t i = 0; i < 4; ++i) {
+        const long iy = oy + static_cast<long>(i) - s.pt;
+        in[i] = iy >= 0 && iy < static_cast<long>(s.h)
+                    ? x + (img * s.h + static_cast<std::size_t>(iy)) * s.w * C
+                    : nullptr;
+      }
+      for (std::size_t c = 0; c < C; c += L) {
+        const T* inc[4];
+        for (std::size_t i = 0; i < 4; ++i) inc[i] = in[i] ? in[i] + c : nullptr;
+        kernels::winograd::input_row<V>(inc, -s.pl, s.w, C, tw, V::first(C - c),
+                                        vbuf + idx * tw * C + c, vp, C);
+      }
+      nt = (idx + 1) * tw;
+    });
+    for (std::size_t xi = 0; xi < XI; ++xi)
+      for (std::size_t t = 0; t < tmax; ++t)
+        rows[xi * tmax + t] = vbuf + xi * vp + std::min(t, nt - 1) * C;
+    for (std::size_t xi = 0; xi < XI; ++xi)
+      for (std::size_t q = 0; q < P; ++q)
+        for (std::size_t t0 = 0; t0 < nt; t0 += MR)
+          kernels::igemm<T, MR, NR>(1, C, rows + xi * tmax + t0, u + (xi * P + q) * C * NR, 0,
+                                    MR, std::min(NR, K - q * NR),
+                                    WinogradSink<T, NR>{mbuf + xi * mp, KP, t0, q * NR});
+    tile_rows([&](std::size_t r, std::size_t nr, std::size_t idx) {
+      for (std::size_t t = 0; t < tw; ++t) {
+        const T* m = mbuf + (idx * tw + t) * KP;
+        T* top = out + ((r - r0) * wo + 2 * t) * KP;
+        T* const dst[2] = {top, nr == 2 ? top + wo * KP : nullptr};
+        const std::size_t cols = std::min<std::size_t>(2, wo - 2 * t);
+        for (std::size_t k = 0; k < K; k += L) {
+          T* const dk[2] = {dst[0] + k, dst[1] ? dst[1] + k : nullptr};
+          kernels::winograd::output_tile<V>(m + k, mp, dk, cols, KP, V::first(K - k));
+        }
+      }
+    });
+    epi(kernels::TileInfo<T>{out, KP, (r1 - r0) * wo, K, r0 * wo, 0, chunk, r0 * wo});
+  });
 }
 }  // namespace detail
 
 // Forward convolution of x by the Winograd family (ws.weights, ws.scale as
-// pack_forward_weights recorded them); every chunk's output goes to epi(TileInfo) as one
-// row-major tile of whole rows.
+// pack_forward_weights recorded them).
 template <class T, class Epi>
 void winograd_forward(const ConvGeometry& g, const ConvPlan& plan, const T* x,
                       ConvWorkspace<T>& ws, Epi& epi) {
-  using V = kernels::RowVec<T>;
-  constexpr std::size_t XI = kernels::winograd::points, L = V::lanes;
-  const std::size_t C = g.c, K = g.k, wo = g.wo, ho = g.ho;
-  const std::size_t rc = plan.chunk_rows / wo, tw = (wo + 1) / 2, out_rows = g.n * ho;
   kernels::with_tile<T>(plan.tile, [&]<std::size_t MR, std::size_t NR>() {
-    const std::size_t P = (K + NR - 1) / NR, KP = P * NR;
-    const std::size_t tmax = (detail::winograd_tile_rows(g, rc) * tw + MR - 1) / MR * MR;
-    T* u = detail::ensure_len(ws.transformed, XI * P * C * NR);
-    ::fusedcnn::detail::parallel_for(P, [&](std::size_t q) {
-      detail::winograd_weights_panel<T, NR>(g, ws.weights, ws.scale, q, P, u);
-    });
-    // Point strides of V and M: whole lines and one more, so that the 16 points of a tile
-    // are not 4 KiB apart, where loads wait on unrelated stores of the same page offset.
-    const std::size_t vp = detail::whole_lines<T>(tmax * C) + 64 / sizeof(T);
-    const std::size_t mp = tmax * KP + 64 / sizeof(T);
-    const std::size_t v_len = XI * vp, m_len = XI * mp;
-    const detail::ThreadScratch<T> scratch(ws.tile_scratch, v_len + m_len + rc * wo * KP);
-    const std::size_t threads = ::fusedcnn::detail::max_threads();
-    ws.rows.resize(thread_slots_len(threads, XI * tmax));
-    ::fusedcnn::detail::parallel_for(plan.chunks, [&](std::size_t chunk) {
-      const std::size_t tid = ::fusedcnn::detail::thread_index();
-      T* vbuf = scratch.of(tid);
-      T* mbuf = vbuf + v_len;
-      T* out = mbuf + m_len;
-      const T** rows = ws.rows.data() + thread_slot_offset(tid, XI * tmax);
-      const std::size_t r0 = chunk * rc, r1 = std::min(out_rows, r0 + rc);
-      // Calls f(first output row, rows in it (1 or 2), index) for each tile row of the chunk.
-      auto tile_rows = [&](auto&& f) {
-        for (std::size_t r = r0, idx = 0; r < r1; ++idx) {
-          const std::size_t oy = r % ho, nr = std::min<std::size_t>({2, r1 - r, ho - oy});
-          f(r, nr, idx);
-          r += nr;
-        }
-      };
-      std::size_t nt = 0;
-      tile_rows([&](std::size_t r, std::size_t, std::size_t idx) {
-        const std::size_t img = r / ho, oy = r % ho;
-        const T* in[4];
-        for (std::size_t i = 0; i < 4; ++i) {
-          const long iy = static_cast<long>(oy + i) - static_cast<long>(g.pt);
-          in[i] = iy >= 0 && iy < static_cast<long>(g.h)
-                      ? x + (img * g.h + static_cast<std::size_t>(iy)) * g.w * C
-                      : nullptr;
-        }
-        for (std::size_t c = 0; c < C; c += L) {
-          const T* inc[4];
-          for (std::size_t i = 0; i < 4; ++i) inc[i] = in[i] ? in[i] + c : nullptr;
-          kernels::winograd::input_row<V>(inc, -static_cast<long>(g.pl), g.w, C, tw,
-                                          V::first(C - c), vbuf + idx * tw * C + c, vp, C);
-        }
-        nt = (idx + 1) * tw;
-      });
-      for (std::size_t xi = 0; xi < XI; ++xi)
-        for (std::size_t t = 0; t < tmax; ++t)
-          rows[xi * tmax + t] = vbuf + xi * vp + std::min(t, nt - 1) * C;
-      for (std::size_t xi = 0; xi < XI; ++xi)
-        for (std::size_t q = 0; q < P; ++q)
-          for (std::size_t t0 = 0; t0 < nt; t0 += MR)
-            kernels::igemm<T, MR, NR>(1, C, rows + xi * tmax + t0, u + (xi * P + q) * C * NR, 0,
-                                      MR, std::min(NR, K - q * NR),
-                                      detail::WinogradSink<T, NR>{mbuf + xi * mp, KP, t0, q * NR});
-      tile_rows([&](std::size_t r, std::size_t nr, std::size_t idx) {
-        for (std::size_t s = 0; s < tw; ++s) {
-          const T* m = mbuf + (idx * tw + s) * KP;
-          T* top = out + ((r - r0) * wo + 2 * s) * KP;
-          T* const dst[2] = {top, nr == 2 ? top + wo * KP : nullptr};
-          const std::size_t cols = std::min<std::size_t>(2, wo - 2 * s);
-          for (std::size_t k = 0; k < K; k += L) {
-            T* const dk[2] = {dst[0] + k, dst[1] ? dst[1] + k : nullptr};
-            kernels::winograd::output_tile<V>(m + k, mp, dk, cols, KP, V::first(K - k));
-          }
-        }
-      });
-      epi(kernels::TileInfo<T>{out, KP, (r1 - r0) * wo, K, r0 * wo, 0, chunk, r0 * wo});
-    });
+    const std::size_t panels = (g.k + NR - 1) / NR;
+    auto transform = [&](std::size_t q, T* u) {
+      detail::winograd_forward_panel<T, NR>(g, ws.weights, ws.scale, q, panels, u);
+    };
+    detail::winograd_driver<T, MR, NR>(winograd_forward_shape(g), plan, x, ws, transform, epi);
+  });
+}
+
+// Data gradient dx of g from dz by the Winograd family (ws.weights: the HWIO weights).
+template <class T>
+void winograd_backward_data(const ConvGeometry& g, const ConvPlan& plan, const T* dz, T* dx,
+                            ConvWorkspace<T>& ws) {
+  kernels::BiasActEpilogue<T, false> store{dx, g.c, nullptr};
+  kernels::with_tile<T>(plan.tile, [&]<std::size_t MR, std::size_t NR>() {
+    const std::size_t panels = (g.c + NR - 1) / NR;
+    const detail::ThreadScratch<T> tmp(ws.packed, 9 * 16 * NR);
+    auto transform = [&](std::size_t q, T* u) {
+      detail::winograd_data_panel<T, NR>(g, ws.weights, q, panels, tmp.mine(), u);
+    };
+    detail::winograd_driver<T, MR, NR>(winograd_data_shape(g), plan, dz, ws, transform, store);
   });
 }
 
