@@ -91,10 +91,13 @@ inline std::size_t winograd_tile_rows(const WinogradShape& s, std::size_t rc) no
 }  // namespace detail
 
 // The Winograd plan: chunks of whole tile rows, as many tiles as fill the GEMM tile's rows
-// best, up to 64, in at least 8 chunks when there are rows enough, for the threads to share.
-// Each chunk reads all the transformed weights: beyond 1 MiB (half the L2) they come from
-// memory every time, and chunks take up to 128 tiles, in at least 2 chunks (14x14, 256 -> 256
-// channels: chunks of 14 tiles 3.4 ms, of 98 tiles 2.7 ms).
+// best, in at least 8 chunks when there are rows enough, for the threads to share. A chunk's
+// transformed tiles and products (16 (c + k) values a tile) stay within 1 MiB, half the L2,
+// and 64 tiles. Each chunk reads all the transformed weights: past 2 MiB they come from
+// memory every time, and chunks take up to 128 tiles, in at least 2 chunks, even though
+// their products then spill from the L2. (Float, 1 thread, ms by tiles per chunk: 14x14,
+// 256 -> 256: 14: 3.4, 28: 2.9, 98: 2.7; double, 28x28, 128 -> 128: 14: 6.1, 28: 6.4,
+// 126: 7.1.)
 template <class T>
 ConvPlan plan_winograd(const WinogradShape& s) noexcept {
   ConvPlan p;
@@ -102,9 +105,11 @@ ConvPlan plan_winograd(const WinogradShape& s) noexcept {
   p.tile = kernels::pick_tile<T>(s.k);
   p.rows = s.n * s.ho * s.wo;
   const std::size_t tw = (s.wo + 1) / 2, out_rows = s.n * s.ho, mr = p.tile.mr, nr = p.tile.nr;
-  const bool big = kernels::winograd::points * s.c * ((s.k + nr - 1) / nr * nr) * sizeof(T) >
-                   (std::size_t{1} << 20);
-  const std::size_t most = big ? 128 : 64, least_chunks = big ? 2 : 8;
+  const std::size_t kp = (s.k + nr - 1) / nr * nr, mib = std::size_t{1} << 20;
+  const std::size_t per_tile = kernels::winograd::points * (s.c + kp) * sizeof(T);
+  const bool streamed = kernels::winograd::points * s.c * kp * sizeof(T) > 2 * mib;
+  const std::size_t most = streamed ? 128 : std::clamp<std::size_t>(mib / per_tile, 1, 64);
+  const std::size_t least_chunks = streamed ? 2 : 8;
   std::size_t best = 1;
   double best_fill = 0;
   for (std::size_t r = 1; r == 1 || r * tw <= most; ++r) {
