@@ -4,7 +4,7 @@
 // direct convolution does 36. The data gradient is itself such a correlation, of dz with the
 // weights turned by 180 degrees.
 //
-// A chunk is a fixed run of whole output rows (about 48 tiles of 2x2 pixels): its input tiles
+// A chunk is a fixed run of whole output rows (tiles of 2x2 pixels; plan_winograd): its tiles
 // are transformed into V[xi][tile][c] (in L2), each point's GEMM against the transformed
 // weights U[xi][panel][c][NR] (one panel, C * NR values, stays in L1 over the chunk's tiles)
 // writes M[xi][tile][k], and the output transform writes the chunk's pixels, whole rows, to a
@@ -20,9 +20,9 @@
 #include "fusedcnn/core/threading.hpp"
 #include "fusedcnn/kernels/epilogues.hpp"
 #include "fusedcnn/kernels/igemm.hpp"
-#include "fusedcnn/kernels/transpose.hpp"
 #include "fusedcnn/kernels/rows.hpp"
 #include "fusedcnn/kernels/tile.hpp"
+#include "fusedcnn/kernels/transpose.hpp"
 #include "fusedcnn/kernels/winograd.hpp"
 #include "fusedcnn/ops/conv_geometry.hpp"
 

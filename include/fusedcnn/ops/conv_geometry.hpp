@@ -172,9 +172,8 @@ inline std::size_t tiles_per_chunk(std::size_t tiles, std::size_t blocks) noexce
 
 // How one convolution pass is run: by the igemm, dot or Winograd family (register tile
 // `tile`), the row family (`row_nv` vectors of pixels per tile), the strip or the depthwise
-// drivers, and
-// its rows grouped in reduction chunks: chunk c holds rows [c * chunk_rows, (c + 1) *
-// chunk_rows), a function of the shape alone.
+// drivers, and its rows grouped in reduction chunks: chunk c holds rows [c * chunk_rows,
+// (c + 1) * chunk_rows), a function of the shape alone.
 struct ConvPlan {
   bool by_rows = false;
   bool by_depthwise = false;
