@@ -361,12 +361,13 @@ TEMPLATE_TEST_CASE("Conv2D dot family: few output channels on many input channel
 
 TEMPLATE_TEST_CASE("Conv2D Winograd family: 3x3 stride-1 layers of many channels",
                    "[conv2d][families][winograd]", float, double) {
-  // F(2x2, 3x3) forward and data gradient (the correlation of dz with the turned weights,
-  // padded 2 - p: negative past 2): odd output heights and widths (one-row tile rows,
-  // one-column tiles), chunks that cross image boundaries (7- and 9-row images), every
-  // padding from 0 to 4 and asymmetric sides, channel counts that end in a partial vector on
-  // both sides, a group's narrow last panel, and enough layers for several chunks per thread.
-  // The weight gradient stays with the direct families and is checked as well.
+  // F(2x2, 3x3) forward, data gradient (the correlation of dz with the turned weights,
+  // padded 2 - p: negative past 2) and weight gradient (summed over the output's tiles):
+  // odd output heights and widths (one-row tile rows, one-column tiles), chunks and blocks
+  // that cross image boundaries (7- and 9-row images), every padding from 0 to 4 and
+  // asymmetric sides, channel counts that end in a partial vector on both sides (and input
+  // channels in blocks of every width for the weight-gradient kernel), a group's narrow last
+  // panel, and enough layers for several chunks per thread.
   struct Case {
     std::size_t n, h, w, c, k;
     fusedcnn::Padding pad;
@@ -381,16 +382,19 @@ TEMPLATE_TEST_CASE("Conv2D Winograd family: 3x3 stride-1 layers of many channels
                         {1, 30, 33, 96, 9, {1, 1, 1, 1}},
                         {2, 12, 12, 40, 40, {3, 1, 4, 0}}};
   std::mt19937_64 rng(sizeof(TestType) == 4 ? 61 : 62);
-  std::size_t by_winograd = 0, data_by_winograd = 0;
+  std::size_t by_winograd = 0, data_by_winograd = 0, weights_by_winograd = 0;
   for (const Case& s : cases) {
     fusedcnn::Conv2DOptions o;
     o.kernel = {3, 3};
     o.padding = s.pad;
     const auto g = fusedcnn::ops::make_geometry({s.n, s.h, s.w, s.c}, s.k, o);
-    by_winograd += fusedcnn::ops::plan_forward<TestType>(g).by_winograd;
+    const bool forward = fusedcnn::ops::plan_forward<TestType>(g).by_winograd;
+    by_winograd += forward;
     data_by_winograd += fusedcnn::ops::plan_backward_data<TestType>(g).by_winograd;
+    weights_by_winograd += fusedcnn::ops::use_winograd_for_weights<TestType>(g, forward);
     check_against_reference<TestType>({s.n, s.h, s.w, s.c, s.k, o}, rng);
   }
   CHECK(by_winograd >= 7);
   CHECK(data_by_winograd >= 6);
+  CHECK(weights_by_winograd >= 6);
 }

@@ -1,4 +1,7 @@
 // Winograd F(2x2, 3x3) transforms, each on one vector of channels (any vector layer V).
+// The weight gradient uses the same tiles turned around: summed over tiles,
+//   dW = G^T [ (A dz A^T) . (B^T d B) ] G
+// (the gradient of the product above with respect to g), so it shares the input transform.
 //
 // A 3x3, stride-1 correlation of a 4x4 input tile d with weights g gives the 2x2 output tile
 //   Y = A^T [ (G g G^T) . (B^T d B) ] A          (. : elementwise, 16 products)
@@ -120,6 +123,60 @@ inline void output_tile(const T* m, std::size_t ld_point, T* const (&rows)[2],
     output_1d<V>(v, o);
     for (std::size_t r = 0; r < 2; ++r)
       if (rows[r]) V::store(mask, rows[r] + c * stride, o[r]);
+  }
+}
+
+// A z A^T for one 2x2 tile of the output gradient, one vector of channels: z[a][b] at
+// rows[a] + b * stride (a null row, or b >= cols: zero); point xi to out + xi * ld_point,
+// whole vectors (zero in the lanes the mask leaves out).
+template <class V, class T>
+inline void gradient_tile(const T* const (&rows)[2], std::size_t cols, std::size_t stride,
+                          typename V::M mask, T* out, std::size_t ld_point) noexcept {
+  using R = typename V::R;
+  R e[2][4];  // A along each row
+  for (std::size_t a = 0; a < 2; ++a) {
+    const R z0 = rows[a] ? V::load(mask, rows[a]) : V::zero();
+    const R z1 = rows[a] && cols > 1 ? V::load(mask, rows[a] + stride) : V::zero();
+    e[a][0] = z0, e[a][1] = V::add(z0, z1), e[a][2] = V::sub(z0, z1), e[a][3] = V::sub(V::zero(), z1);
+  }
+  for (std::size_t j = 0; j < 4; ++j) {
+    const R e0 = e[0][j], e1 = e[1][j];
+    V::store(out + j * ld_point, e0);
+    V::store(out + (4 + j) * ld_point, V::add(e0, e1));
+    V::store(out + (8 + j) * ld_point, V::sub(e0, e1));
+    V::store(out + (12 + j) * ld_point, V::sub(V::zero(), e1));
+  }
+}
+
+// G^T on four summed products along one axis: three taps.
+template <class V>
+inline void weight_gradient_1d(const typename V::R (&h)[4], typename V::R half,
+                               typename V::R (&o)[3]) noexcept {
+  const typename V::R s = V::add(h[1], h[2]);
+  o[0] = V::fma(half, s, h[0]);
+  o[1] = V::mul(half, V::sub(h[1], h[2]));
+  o[2] = V::fma(half, s, h[3]);
+}
+
+// G^T D G for one vector of output channels of one input channel: point xi of D at
+// d + xi * ld_point; tap (i, j) goes to out + (3i + j) * tap_stride (lanes in the mask).
+template <class V, class T>
+inline void weight_gradient_tile(const T* d, std::size_t ld_point, typename V::M mask, T* out,
+                                 std::size_t tap_stride) noexcept {
+  using R = typename V::R;
+  const T half_value = T{0.5};
+  const R half = V::bcast(&half_value);
+  R rows[4][3];  // G^T along each row of points
+  for (std::size_t a = 0; a < 4; ++a) {
+    const R h[4] = {V::load(d + 4 * a * ld_point), V::load(d + (4 * a + 1) * ld_point),
+                    V::load(d + (4 * a + 2) * ld_point), V::load(d + (4 * a + 3) * ld_point)};
+    weight_gradient_1d<V>(h, half, rows[a]);
+  }
+  for (std::size_t j = 0; j < 3; ++j) {
+    const R h[4] = {rows[0][j], rows[1][j], rows[2][j], rows[3][j]};
+    R o[3];
+    weight_gradient_1d<V>(h, half, o);
+    for (std::size_t i = 0; i < 3; ++i) V::store(mask, out + (3 * i + j) * tap_stride, o[i]);
   }
 }
 

@@ -429,33 +429,6 @@ std::size_t weight_grad_chunks(const ConvGeometry& g) noexcept {
   return std::max<std::size_t>(1, std::min({by_pixels, by_memory, std::size_t{64}}));
 }
 
-namespace detail {
-// Calls f.template operator()<M>(c0) over channel blocks [c0, c0 + M) covering [0, cg)
-// exactly, M from {MR, 8, 4, 2, 1}, so the kernel never reads past a group's channels.
-template <std::size_t MR, class F>
-void for_exact_blocks(std::size_t cg, F&& f) {
-  std::size_t c0 = 0;
-  while (c0 < cg) {
-    const std::size_t rem = cg - c0;
-    if (rem >= MR) {
-      f.template operator()<MR>(c0);
-      c0 += MR;
-    } else if (MR > 8 && rem >= 8) {
-      f.template operator()<(MR > 8 ? 8 : 1)>(c0);
-      c0 += MR > 8 ? 8 : 1;
-    } else if (MR > 4 && rem >= 4) {
-      f.template operator()<(MR > 4 ? 4 : 1)>(c0);
-      c0 += MR > 4 ? 4 : 1;
-    } else if (MR > 2 && rem >= 2) {
-      f.template operator()<(MR > 2 ? 2 : 1)>(c0);
-      c0 += MR > 2 ? 2 : 1;
-    } else {
-      f.template operator()<1>(c0);
-      c0 += 1;
-    }
-  }
-}
-}  // namespace detail
 
 // Weight gradient: dw (HWIO) += sum over pixels of X rows times dZ, as register-blocked
 // outer products (kernels/dw). Partial sums over fixed pixel chunks are added in chunk
@@ -465,6 +438,8 @@ void conv2d_backward_weights(const ConvGeometry& g, const T* x, const T* dz, T* 
                              ConvWorkspace<T>& ws) {
   if (use_depthwise(g)) return depthwise_backward_weights(g, x, dz, dw, ws);
   if (use_rows<T>(g)) return rows_backward_weights(g, x, dz, dw, ws);
+  if (use_winograd_for_weights<T>(g, plan_forward<T>(g).by_winograd))
+    return winograd_backward_weights(g, x, dz, dw, ws);
   constexpr std::size_t block = 256;  // pixels per block of row pointers: 9 taps = 18 KiB
   const std::size_t cg = g.cg(), kg = g.kg(), taps = g.taps(), P = g.pixels(), K = g.k;
   const std::size_t wsize = taps * cg * K;

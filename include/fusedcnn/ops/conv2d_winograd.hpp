@@ -10,8 +10,8 @@
 // writes M[xi][tile][k], and the output transform writes the chunk's pixels, whole rows, to a
 // row-major tile that goes to the epilogue at once: bias, BN and statistics epilogues see
 // exactly what the direct families give them. The weights are transformed on every call
-// (they may have changed), panel by panel over the threads. The weight gradient stays with
-// the igemm family.
+// (they may have changed), panel by panel over the threads. The weight gradient runs on
+// the same tiles (winograd_backward_weights).
 #pragma once
 
 #include <algorithm>
@@ -312,6 +312,106 @@ void winograd_backward_data(const ConvGeometry& g, const ConvPlan& plan, const T
     };
     detail::winograd_driver<T, MR, NR>(winograd_data_shape(g), plan, dz, ws, transform, store);
   });
+}
+
+// Whether the Winograd family runs the weight gradient of g, given whether it runs the
+// forward (the small-channel families' layers keep their own: 128x128, 16 -> 16 channels
+// took 1.2x the step time): when a chunk's sum D, 16 C K values, fits half the L2 beside the
+// block being summed into it (14x14, 256 -> 256 channels, a 4 MiB D: 1.2x the direct
+// kernel's time; 56x56, 64 -> 64: 0.85).
+template <class T>
+bool use_winograd_for_weights(const ConvGeometry& g, bool forward_by_winograd) noexcept {
+  const std::size_t nr = kernels::DwTile<T>::nr, kp = (g.k + nr - 1) / nr * nr;
+  return forward_by_winograd &&
+         kernels::winograd::points * g.c * kp * sizeof(T) <= (std::size_t{1} << 20);
+}
+
+// Weight gradient dw (HWIO) += the Winograd family's sum over the output's 2x2 tiles of
+// (A dz A^T) . (B^T x B), taken back to taps by G^T . G. Blocks of whole tile rows (their
+// transformed x and dz within 1 MiB) run the 16 point GEMMs through the weight-gradient
+// micro-kernel into a per-chunk sum D[xi][c][k]; each chunk, a fixed run of blocks, turns its
+// D into taps in its own partial, and the partials are added in chunk order, so a given
+// shape always gives the same bits, whatever the thread count.
+template <class T>
+void winograd_backward_weights(const ConvGeometry& g, const T* x, const T* dz, T* dw,
+                               ConvWorkspace<T>& ws) {
+  using V = kernels::RowVec<T>;
+  constexpr std::size_t XI = kernels::winograd::points, L = V::lanes;
+  constexpr std::size_t MR = kernels::DwTile<T>::mr, NR = kernels::DwTile<T>::nr;
+  const WinogradShape s = winograd_forward_shape(g);
+  const std::size_t C = g.c, K = g.k, KP = (K + NR - 1) / NR * NR, ho = g.ho, wo = g.wo;
+  const std::size_t tw = (wo + 1) / 2, out_rows = g.n * ho, wsize = 9 * C * K;
+  const std::size_t per_tile = XI * (C + KP) * sizeof(T);
+  const std::size_t rb = 2 * std::max<std::size_t>(1, (std::size_t{1} << 20) / per_tile / tw);
+  const std::size_t blocks = (out_rows + rb - 1) / rb, block_tiles = rb / 2 * tw;
+  // Chunks of about 128 tiles, a pass over D and a partial each, in at least 4 when there
+  // are blocks enough.
+  const std::size_t per_chunk = std::clamp<std::size_t>((128 + block_tiles - 1) / block_tiles,
+                                                        1, std::max<std::size_t>(1, blocks / 4));
+  const std::size_t nchunks = (blocks + per_chunk - 1) / per_chunk;
+  T* partial = detail::ensure_len(ws.partial, nchunks * wsize);
+  const std::size_t tmax = detail::winograd_tile_rows(s, rb) * tw;
+  // Point strides off 4 KiB multiples, as in the forward.
+  const std::size_t vp = detail::whole_lines<T>(tmax * C) + 64 / sizeof(T);
+  const std::size_t zp = tmax * KP + 64 / sizeof(T);
+  const std::size_t v_len = XI * vp, z_len = XI * zp, d_len = XI * C * KP;
+  const detail::ThreadScratch<T> scratch(ws.tile_scratch, v_len + z_len + d_len);
+  ws.rows.resize(thread_slots_len(::fusedcnn::detail::max_threads(), tmax));
+  ::fusedcnn::detail::parallel_for(nchunks, [&](std::size_t ci) {
+    const std::size_t tid = ::fusedcnn::detail::thread_index();
+    T* vbuf = scratch.of(tid);
+    T* zbuf = vbuf + v_len;
+    T* d = zbuf + z_len;
+    const T** rows = ws.rows.data() + thread_slot_offset(tid, tmax);
+    std::fill_n(d, d_len, T{0});
+    const std::size_t b1 = std::min(blocks, (ci + 1) * per_chunk);
+    for (std::size_t b = ci * per_chunk; b < b1; ++b) {
+      const std::size_t r0 = b * rb, r1 = std::min(out_rows, r0 + rb);
+      std::size_t nt = 0;
+      for (std::size_t r = r0, idx = 0; r < r1; ++idx) {
+        const std::size_t img = r / ho, nr = std::min<std::size_t>({2, r1 - r, ho - r % ho});
+        const long oy = static_cast<long>(r % ho);
+        const T* in[4];
+        for (std::size_t i = 0; i < 4; ++i) {
+          const long iy = oy + static_cast<long>(i) - s.pt;
+          in[i] = iy >= 0 && iy < static_cast<long>(g.h)
+                      ? x + (img * g.h + static_cast<std::size_t>(iy)) * g.w * C
+                      : nullptr;
+        }
+        for (std::size_t c = 0; c < C; c += L) {
+          const T* inc[4];
+          for (std::size_t i = 0; i < 4; ++i) inc[i] = in[i] ? in[i] + c : nullptr;
+          kernels::winograd::input_row<V>(inc, -s.pl, g.w, C, tw, V::first(C - c),
+                                          vbuf + idx * tw * C + c, vp, C);
+        }
+        for (std::size_t t = 0; t < tw; ++t) {
+          const T* top = dz + (r * wo + 2 * t) * K;
+          const std::size_t cols = std::min<std::size_t>(2, wo - 2 * t);
+          for (std::size_t k = 0; k < KP; k += L) {
+            const T* const zr[2] = {top + k, nr == 2 ? top + wo * K + k : nullptr};
+            kernels::winograd::gradient_tile<V>(zr, cols, K, V::first(k < K ? K - k : 0),
+                                                zbuf + (idx * tw + t) * KP + k, zp);
+          }
+        }
+        r += nr;
+        nt = (idx + 1) * tw;
+      }
+      for (std::size_t xi = 0; xi < XI; ++xi) {
+        for (std::size_t t = 0; t < nt; ++t) rows[t] = vbuf + xi * vp + t * C;
+        for (std::size_t k0 = 0; k0 < K; k0 += NR)
+          detail::for_exact_blocks<MR>(C, [&]<std::size_t M>(std::size_t c0) {
+            kernels::dw<T, M, NR>(nt, rows, c0, zbuf + xi * zp + k0, KP, std::min(NR, K - k0),
+                                  d + (xi * C + c0) * KP + k0, KP);
+          });
+      }
+    }
+    T* out = partial + ci * wsize;
+    for (std::size_t c = 0; c < C; ++c)
+      for (std::size_t k = 0; k < K; k += L)
+        kernels::winograd::weight_gradient_tile<V>(d + c * KP + k, C * KP, V::first(K - k),
+                                                   out + c * K + k, C * K);
+  });
+  detail::add_chunk_partials(partial, nchunks, wsize, dw);
 }
 
 }  // namespace fusedcnn::ops

@@ -189,6 +189,32 @@ struct ConvPlan {
 
 namespace detail {
 
+// Calls f.template operator()<M>(c0) over channel blocks [c0, c0 + M) covering [0, cg)
+// exactly, M from {MR, 8, 4, 2, 1}, so the kernel never reads past a group's channels.
+template <std::size_t MR, class F>
+void for_exact_blocks(std::size_t cg, F&& f) {
+  std::size_t c0 = 0;
+  while (c0 < cg) {
+    const std::size_t rem = cg - c0;
+    if (rem >= MR) {
+      f.template operator()<MR>(c0);
+      c0 += MR;
+    } else if (MR > 8 && rem >= 8) {
+      f.template operator()<(MR > 8 ? 8 : 1)>(c0);
+      c0 += MR > 8 ? 8 : 1;
+    } else if (MR > 4 && rem >= 4) {
+      f.template operator()<(MR > 4 ? 4 : 1)>(c0);
+      c0 += MR > 4 ? 4 : 1;
+    } else if (MR > 2 && rem >= 2) {
+      f.template operator()<(MR > 2 ? 2 : 1)>(c0);
+      c0 += MR > 2 ? 2 : 1;
+    } else {
+      f.template operator()<1>(c0);
+      c0 += 1;
+    }
+  }
+}
+
 // Grows the shared zero row to at least len elements.
 template <class T>
 void ensure_zeros(ConvWorkspace<T>& ws, std::size_t len) {
