@@ -203,6 +203,29 @@ void winograd_data_panel(const ConvGeometry& g, const T* w, std::size_t q, std::
   }
 }
 
+// B^T d B for the tile row of s starting at flattened output row r (image r / ho), every
+// vector of channels: tile t's point xi goes to v + xi * ld_point + t * c.
+template <class T>
+void transform_input_row(const WinogradShape& s, const T* x, std::size_t r, T* v,
+                         std::size_t ld_point) {
+  using V = kernels::RowVec<T>;
+  const std::size_t img = r / s.ho, tw = (s.wo + 1) / 2;
+  const long oy = static_cast<long>(r % s.ho);
+  const T* in[4];
+  for (std::size_t i = 0; i < 4; ++i) {
+    const long iy = oy + static_cast<long>(i) - s.pt;
+    in[i] = iy >= 0 && iy < static_cast<long>(s.h)
+                ? x + (img * s.h + static_cast<std::size_t>(iy)) * s.w * s.c
+                : nullptr;
+  }
+  for (std::size_t c = 0; c < s.c; c += V::lanes) {
+    const T* inc[4];
+    for (std::size_t i = 0; i < 4; ++i) inc[i] = in[i] ? in[i] + c : nullptr;
+    kernels::winograd::input_row<V>(inc, -s.pl, s.w, s.c, tw, V::first(s.c - c), v + c,
+                                    ld_point, s.c);
+  }
+}
+
 // Runs the correlation s of x by the Winograd family: transform(q, u) writes panel q of the
 // transformed weights U[xi][q][c][NR] (any thread, panels in parallel); every chunk's output
 // goes to epi(TileInfo) as one row-major tile of whole rows.
@@ -242,21 +265,7 @@ void winograd_driver(const WinogradShape& s, const ConvPlan& plan, const T* x,
     };
     std::size_t nt = 0;
     tile_rows([&](std::size_t r, std::size_t, std::size_t idx) {
-      const std::size_t img = r / ho;
-      const long oy = static_cast<long>(r % ho);
-      const T* in[4];
-      for (std::size_t i = 0; i < 4; ++i) {
-        const long iy = oy + static_cast<long>(i) - s.pt;
-        in[i] = iy >= 0 && iy < static_cast<long>(s.h)
-                    ? x + (img * s.h + static_cast<std::size_t>(iy)) * s.w * C
-                    : nullptr;
-      }
-      for (std::size_t c = 0; c < C; c += L) {
-        const T* inc[4];
-        for (std::size_t i = 0; i < 4; ++i) inc[i] = in[i] ? in[i] + c : nullptr;
-        kernels::winograd::input_row<V>(inc, -s.pl, s.w, C, tw, V::first(C - c),
-                                        vbuf + idx * tw * C + c, vp, C);
-      }
+      transform_input_row(s, x, r, vbuf + idx * tw * C, vp);
       nt = (idx + 1) * tw;
     });
     for (std::size_t xi = 0; xi < XI; ++xi)
@@ -316,14 +325,15 @@ void winograd_backward_data(const ConvGeometry& g, const ConvPlan& plan, const T
 
 // Whether the Winograd family runs the weight gradient of g, given whether it runs the
 // forward (the small-channel families' layers keep their own: 128x128, 16 -> 16 channels
-// took 1.2x the step time): when a chunk's sum D, 16 C K values, fits half the L2 beside the
-// block being summed into it (14x14, 256 -> 256 channels, a 4 MiB D: 1.2x the direct
-// kernel's time; 56x56, 64 -> 64: 0.85).
+// took 1.2x the step time): when a chunk's sum D, 16 C K values, is at most the L2's 2 MiB
+// (training steps: 14x14, 256 -> 256 channels, a 4 MiB D: 1.2x the direct kernel's time;
+// 28x28, 160 -> 160 floats or 128 -> 128 doubles, 1.6 and 2 MiB: 0.87; 56x56, 64 -> 64:
+// 0.85).
 template <class T>
 bool use_winograd_for_weights(const ConvGeometry& g, bool forward_by_winograd) noexcept {
   const std::size_t nr = kernels::DwTile<T>::nr, kp = (g.k + nr - 1) / nr * nr;
   return forward_by_winograd &&
-         kernels::winograd::points * g.c * kp * sizeof(T) <= (std::size_t{1} << 20);
+         kernels::winograd::points * g.c * kp * sizeof(T) <= (std::size_t{2} << 20);
 }
 
 // Weight gradient dw (HWIO) += the Winograd family's sum over the output's 2x2 tiles of
@@ -369,21 +379,8 @@ void winograd_backward_weights(const ConvGeometry& g, const T* x, const T* dz, T
       const std::size_t r0 = b * rb, r1 = std::min(out_rows, r0 + rb);
       std::size_t nt = 0;
       for (std::size_t r = r0, idx = 0; r < r1; ++idx) {
-        const std::size_t img = r / ho, nr = std::min<std::size_t>({2, r1 - r, ho - r % ho});
-        const long oy = static_cast<long>(r % ho);
-        const T* in[4];
-        for (std::size_t i = 0; i < 4; ++i) {
-          const long iy = oy + static_cast<long>(i) - s.pt;
-          in[i] = iy >= 0 && iy < static_cast<long>(g.h)
-                      ? x + (img * g.h + static_cast<std::size_t>(iy)) * g.w * C
-                      : nullptr;
-        }
-        for (std::size_t c = 0; c < C; c += L) {
-          const T* inc[4];
-          for (std::size_t i = 0; i < 4; ++i) inc[i] = in[i] ? in[i] + c : nullptr;
-          kernels::winograd::input_row<V>(inc, -s.pl, g.w, C, tw, V::first(C - c),
-                                          vbuf + idx * tw * C + c, vp, C);
-        }
+        const std::size_t nr = std::min<std::size_t>({2, r1 - r, ho - r % ho});
+        detail::transform_input_row(s, x, r, vbuf + idx * tw * C, vp);
         for (std::size_t t = 0; t < tw; ++t) {
           const T* top = dz + (r * wo + 2 * t) * K;
           const std::size_t cols = std::min<std::size_t>(2, wo - 2 * t);
