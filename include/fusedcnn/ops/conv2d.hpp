@@ -6,9 +6,8 @@
 // Bwd wts:  dW[t, c, k] = sum_p X[row(p, t), c] * dZ[p, k]           (a GEMM over pixels)
 // Forward and backward-data share the igemm micro-kernel; rows point at a zero row for padding.
 // Depthwise convolutions go to their own drivers (ops/conv2d_depthwise.hpp) and other groups
-// with few output channels to the row family (ops/conv2d_rows.hpp); the forward and data
-// gradient of 3x3, stride-1 layers of many channels go to the Winograd family
-// (ops/conv2d_winograd.hpp).
+// with few output channels to the row family (ops/conv2d_rows.hpp); 3x3, stride-1 layers of
+// many channels go to the Winograd family (ops/conv2d_winograd.hpp).
 // The plan records the choice, made from the shape alone, and every entry point below
 // dispatches on it.
 #pragma once

@@ -1,8 +1,8 @@
-// The Winograd family: the forward and the data gradient of 3x3, stride-1 convolutions of
-// many channels as F(2x2, 3x3) (kernels/winograd.hpp), 16 GEMMs of transformed tiles through
-// the igemm micro-kernel, 16 multiply-adds per 2x2 output tile and channel pair where the
-// direct convolution does 36. The data gradient is itself such a correlation, of dz with the
-// weights turned by 180 degrees.
+// The Winograd family: the forward, the data gradient and the weight gradient of 3x3,
+// stride-1 convolutions of many channels as F(2x2, 3x3) (kernels/winograd.hpp), 16 GEMMs of
+// transformed tiles through the igemm and weight-gradient micro-kernels, 16 multiply-adds
+// per 2x2 output tile and channel pair where the direct convolution does 36. The data
+// gradient is itself such a correlation, of dz with the weights turned by 180 degrees.
 //
 // A chunk is a fixed run of whole output rows (tiles of 2x2 pixels; plan_winograd): its tiles
 // are transformed into V[xi][tile][c] (in L2), each point's GEMM against the transformed
