@@ -428,7 +428,6 @@ std::size_t weight_grad_chunks(const ConvGeometry& g) noexcept {
   return std::max<std::size_t>(1, std::min({by_pixels, by_memory, std::size_t{64}}));
 }
 
-
 // Weight gradient: dw (HWIO) += sum over pixels of X rows times dZ, as register-blocked
 // outer products (kernels/dw). Partial sums over fixed pixel chunks are added in chunk
 // order, so a given shape always gives the same bits, whatever the thread count.

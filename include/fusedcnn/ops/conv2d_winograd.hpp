@@ -185,21 +185,32 @@ void winograd_forward_panel(const ConvGeometry& g, const T* w, const T* scale, s
 template <class T, std::size_t NR>
 void winograd_data_panel(const ConvGeometry& g, const T* w, std::size_t q, std::size_t panels,
                          T* tmp, T* u) {
+  using V = kernels::RowVec<T>;
   constexpr std::size_t kb = 16;
   const std::size_t c0 = q * NR, n = std::min(NR, g.c - c0);
+  const T one = T{1};
   for (std::size_t k0 = 0; k0 < g.k; k0 += kb) {
     const std::size_t len = std::min(kb, g.k - k0);
     if (n < NR) std::fill_n(tmp, 9 * kb * NR, T{0});
     for (std::size_t t = 0; t < 9; ++t)
       kernels::transpose(w + (t * g.c + c0) * g.k + k0, g.k, n, len, tmp + (8 - t) * kb * NR, NR);
-    for (std::size_t kk = 0; kk < len; ++kk) {
-      using V = kernels::RowVec<T>;
-      const T one = T{1};
+    for (std::size_t kk = 0; kk < len; ++kk)
       for (std::size_t j = 0; j < NR; j += V::lanes)
         kernels::winograd::weight_tile<V>(tmp + kk * NR + j, kb * NR, V::first(NR - j),
                                           V::bcast(&one), u + (q * g.k + k0 + kk) * NR + j,
                                           panels * g.k * NR);
-    }
+  }
+}
+
+// Calls f(r, rows, idx) for each tile row of output rows [r0, r1) of s (flattened over the
+// images, so a run may cross from one image into the next): r its first output row, rows
+// its height (1 at an image's odd last row or at r1, else 2), idx its index from 0.
+template <class F>
+void for_each_tile_row(const WinogradShape& s, std::size_t r0, std::size_t r1, F&& f) {
+  for (std::size_t r = r0, idx = 0; r < r1; ++idx) {
+    const std::size_t rows = std::min<std::size_t>({2, r1 - r, s.ho - r % s.ho});
+    f(r, rows, idx);
+    r += rows;
   }
 }
 
@@ -234,8 +245,8 @@ void winograd_driver(const WinogradShape& s, const ConvPlan& plan, const T* x,
                      ConvWorkspace<T>& ws, Transform&& transform, Epi& epi) {
   using V = kernels::RowVec<T>;
   constexpr std::size_t XI = kernels::winograd::points, L = V::lanes;
-  const std::size_t C = s.c, K = s.k, wo = s.wo, ho = s.ho;
-  const std::size_t rc = plan.chunk_rows / wo, tw = (wo + 1) / 2, out_rows = s.n * ho;
+  const std::size_t C = s.c, K = s.k, wo = s.wo;
+  const std::size_t rc = plan.chunk_rows / wo, tw = (wo + 1) / 2, out_rows = s.n * s.ho;
   const std::size_t P = (K + NR - 1) / NR, KP = P * NR;
   const std::size_t tmax = (winograd_tile_rows(s, rc) * tw + MR - 1) / MR * MR;
   T* u = ensure_len(ws.transformed, XI * P * C * NR);
@@ -255,16 +266,8 @@ void winograd_driver(const WinogradShape& s, const ConvPlan& plan, const T* x,
     T* out = mbuf + m_len;
     const T** rows = ws.rows.data() + thread_slot_offset(tid, XI * tmax);
     const std::size_t r0 = chunk * rc, r1 = std::min(out_rows, r0 + rc);
-    // Calls f(first output row, rows in it (1 or 2), index) for each tile row of the chunk.
-    auto tile_rows = [&](auto&& f) {
-      for (std::size_t r = r0, idx = 0; r < r1; ++idx) {
-        const std::size_t oy = r % ho, nr = std::min<std::size_t>({2, r1 - r, ho - oy});
-        f(r, nr, idx);
-        r += nr;
-      }
-    };
     std::size_t nt = 0;
-    tile_rows([&](std::size_t r, std::size_t, std::size_t idx) {
+    for_each_tile_row(s, r0, r1, [&](std::size_t r, std::size_t, std::size_t idx) {
       transform_input_row(s, x, r, vbuf + idx * tw * C, vp);
       nt = (idx + 1) * tw;
     });
@@ -277,7 +280,7 @@ void winograd_driver(const WinogradShape& s, const ConvPlan& plan, const T* x,
           kernels::igemm<T, MR, NR>(1, C, rows + xi * tmax + t0, u + (xi * P + q) * C * NR, 0,
                                     MR, std::min(NR, K - q * NR),
                                     WinogradSink<T, NR>{mbuf + xi * mp, KP, t0, q * NR});
-    tile_rows([&](std::size_t r, std::size_t nr, std::size_t idx) {
+    for_each_tile_row(s, r0, r1, [&](std::size_t r, std::size_t nr, std::size_t idx) {
       for (std::size_t t = 0; t < tw; ++t) {
         const T* m = mbuf + (idx * tw + t) * KP;
         T* top = out + ((r - r0) * wo + 2 * t) * KP;
@@ -349,8 +352,8 @@ void winograd_backward_weights(const ConvGeometry& g, const T* x, const T* dz, T
   constexpr std::size_t XI = kernels::winograd::points, L = V::lanes;
   constexpr std::size_t MR = kernels::DwTile<T>::mr, NR = kernels::DwTile<T>::nr;
   const WinogradShape s = winograd_forward_shape(g);
-  const std::size_t C = g.c, K = g.k, KP = (K + NR - 1) / NR * NR, ho = g.ho, wo = g.wo;
-  const std::size_t tw = (wo + 1) / 2, out_rows = g.n * ho, wsize = 9 * C * K;
+  const std::size_t C = g.c, K = g.k, KP = (K + NR - 1) / NR * NR, wo = g.wo;
+  const std::size_t tw = (wo + 1) / 2, out_rows = g.n * g.ho, wsize = 9 * C * K;
   const std::size_t per_tile = XI * (C + KP) * sizeof(T);
   const std::size_t rb = 2 * std::max<std::size_t>(1, (std::size_t{1} << 20) / per_tile / tw);
   const std::size_t blocks = (out_rows + rb - 1) / rb, block_tiles = rb / 2 * tw;
@@ -378,8 +381,7 @@ void winograd_backward_weights(const ConvGeometry& g, const T* x, const T* dz, T
     for (std::size_t b = ci * per_chunk; b < b1; ++b) {
       const std::size_t r0 = b * rb, r1 = std::min(out_rows, r0 + rb);
       std::size_t nt = 0;
-      for (std::size_t r = r0, idx = 0; r < r1; ++idx) {
-        const std::size_t nr = std::min<std::size_t>({2, r1 - r, ho - r % ho});
+      detail::for_each_tile_row(s, r0, r1, [&](std::size_t r, std::size_t nr, std::size_t idx) {
         detail::transform_input_row(s, x, r, vbuf + idx * tw * C, vp);
         for (std::size_t t = 0; t < tw; ++t) {
           const T* top = dz + (r * wo + 2 * t) * K;
@@ -390,9 +392,8 @@ void winograd_backward_weights(const ConvGeometry& g, const T* x, const T* dz, T
                                                 zbuf + (idx * tw + t) * KP + k, zp);
           }
         }
-        r += nr;
         nt = (idx + 1) * tw;
-      }
+      });
       for (std::size_t xi = 0; xi < XI; ++xi) {
         for (std::size_t t = 0; t < nt; ++t) rows[t] = vbuf + xi * vp + t * C;
         for (std::size_t k0 = 0; k0 < K; k0 += NR)

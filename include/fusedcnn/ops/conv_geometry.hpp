@@ -119,7 +119,8 @@ struct ConvWorkspace {
   const T* planar_dz_of = nullptr;  // the dz planar_dz was made from (one backward)
   std::vector<std::size_t> offsets;
   std::vector<std::size_t> window_tags;  // row family: the input row each window slot holds
-  // Winograd family: the transformed weights, and per-thread transformed tiles and output.
+  // Winograd family: the transformed weights, and per-thread transformed tiles, products,
+  // output rows and weight-gradient sums.
   Tensor<T, 1> transformed, tile_scratch;
 };
 
