@@ -47,6 +47,16 @@ inline void prefetch(const void* p) noexcept {
 #endif
 }
 
+// Asks for the cache line holding p to be loaded into the L2, not the L1: data wanted a while
+// later, that would evict what the L1 holds now.
+inline void prefetch_l2(const void* p) noexcept {
+#if defined(__GNUC__)
+  __builtin_prefetch(p, 0, 2);
+#else
+  (void)p;
+#endif
+}
+
 // Fetches the cache line at p ahead, to be written.
 inline void prefetch_write(const void* p) noexcept {
 #if defined(__GNUC__)

@@ -11,6 +11,9 @@
 //   - the finished MR x NR tile goes to epi(tile, m, n) with the tile row-major (stride NR);
 //     the epilogue uses only the valid m x n corner. Never allocates, throws, or touches
 //     globals.
+//   - an epilogue with a pointer member `ahead` asks for the lines from there on to be
+//     fetched into the L2 while the tile runs, one per c step (a hint: this portable
+//     version ignores it).
 // This version is the reference the ISA families are tested against, and the fallback where
 // none applies: n innermost and contiguous, so compilers vectorise it.
 #pragma once

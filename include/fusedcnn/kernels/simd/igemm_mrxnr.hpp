@@ -12,6 +12,7 @@
 
 #include <cassert>
 #include <cstddef>
+#include <cstdint>
 
 #include "fusedcnn/kernels/config.hpp"
 
@@ -32,6 +33,11 @@ inline void igemm_mrxnr(std::size_t taps, std::size_t kc, const T* const* rows, 
   for (std::size_t i = 0; i < MR; ++i)
 #pragma GCC unroll 4
     for (std::size_t v = 0; v < NV; ++v) acc[i][v] = V::zero();
+  // An epilogue may name data it wants in the L2 soon (`ahead`): one line a c step, fetched
+  // while the FMAs run (an address, never dereferenced: it may pass the data's end).
+  constexpr bool fetch = requires { epi.ahead; };
+  std::uintptr_t ahead = 0;
+  if constexpr (fetch) ahead = reinterpret_cast<std::uintptr_t>(epi.ahead);
   for (std::size_t t = 0; t < taps; ++t) {
     const T* a[MR];
 #pragma GCC unroll 32
@@ -45,6 +51,7 @@ inline void igemm_mrxnr(std::size_t taps, std::size_t kc, const T* const* rows, 
       typename V::R bv[NV];
 #pragma GCC unroll 4
       for (std::size_t v = 0; v < NV; ++v) bv[v] = V::load(b + v * V::lanes);
+      if constexpr (fetch) prefetch_l2(reinterpret_cast<const void*>(ahead)), ahead += 64;
 #pragma GCC unroll 32
       for (std::size_t i = 0; i < MR; ++i) {
         const typename V::R av = V::bcast(a[i] + c);
