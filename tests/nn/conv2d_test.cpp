@@ -368,7 +368,9 @@ TEMPLATE_TEST_CASE("Conv2D Winograd family: 3x3 stride-1 layers of many channels
   // asymmetric sides, channel counts that end in a partial vector on both sides (and input
   // channels in blocks of every width for the weight-gradient kernel), a group's narrow last
   // panel, enough layers for several chunks per thread, and transformed weights that stream
-  // from memory (the point GEMMs fetch the next panel ahead, and chunks grow).
+  // from memory (the point GEMMs fetch the next panel ahead, and chunks grow), and weight-
+  // gradient sums D that fill the L2 (in larger blocks: 120 -> 120 in double, 230 -> 120 in
+  // float).
   struct Case {
     std::size_t n, h, w, c, k;
     fusedcnn::Padding pad;
@@ -382,7 +384,9 @@ TEMPLATE_TEST_CASE("Conv2D Winograd family: 3x3 stride-1 layers of many channels
                         {2, 25, 24, 17, 72, {1, 0, 1, 1}},
                         {1, 30, 33, 96, 9, {1, 1, 1, 1}},
                         {2, 12, 12, 40, 40, {3, 1, 4, 0}},
-                        {2, 14, 13, 200, 190, {1, 1, 1, 1}}};
+                        {2, 14, 13, 200, 190, {1, 1, 1, 1}},
+                        {2, 16, 15, 120, 120, {1, 1, 1, 1}},
+                        {2, 15, 16, 230, 120, {1, 1, 1, 1}}};
   std::mt19937_64 rng(sizeof(TestType) == 4 ? 61 : 62);
   std::size_t by_winograd = 0, data_by_winograd = 0, weights_by_winograd = 0;
   for (const Case& s : cases) {

@@ -356,6 +356,18 @@ void winograd_backward_data(const ConvGeometry& g, const ConvPlan& plan, const T
 }
 
 namespace detail {
+// The bytes of transformed x and dz in one of the weight gradient's blocks: 1 MiB, half the
+// L2, beside the chunk's sum D (16 C KP values). A D that fills the L2 by itself (past
+// 1.75 MiB) comes from the L3 for every block, and the blocks take 2 MiB, twice the tiles
+// over which to spread that traffic (4 x 28x28, 128 -> 128 doubles, a 2 MiB D: the weight
+// gradient in 0.86x the time; 120 -> 120 doubles, 1.97 MiB: 0.94x; 112 -> 112 doubles,
+// 1.53 MiB, lost 1-3 % with 2 MiB blocks).
+template <class T>
+std::size_t winograd_block_bytes(std::size_t c, std::size_t kp) noexcept {
+  const std::size_t d = kernels::winograd::points * c * kp * sizeof(T);
+  return d > (std::size_t{7} << 18) ? std::size_t{2} << 20 : std::size_t{1} << 20;
+}
+
 // The weight gradient's chunks, over which `blocks` blocks of `block_tiles` tiles are spread
 // evenly: about 128 tiles each (a pass over D and a partial each), at least 4 when there are
 // blocks enough, and an even number of them, so that two threads share the blocks to within
@@ -385,7 +397,7 @@ bool use_winograd_for_weights(const ConvGeometry& g, bool forward_by_winograd) n
 
 // Weight gradient dw (HWIO) += the Winograd family's sum over the output's 2x2 tiles of
 // (A dz A^T) . (B^T x B), taken back to taps by G^T . G. Blocks of whole tile rows (their
-// transformed x and dz within 1 MiB) run the 16 point GEMMs through the weight-gradient
+// transformed x and dz within winograd_block_bytes) run the 16 point GEMMs through the weight-gradient
 // micro-kernel into a per-chunk sum D[xi][c][k]; each chunk, a fixed run of blocks, turns its
 // D into taps in its own partial, and the partials are added in chunk order, so a given
 // shape always gives the same bits, whatever the thread count.
@@ -399,7 +411,7 @@ void winograd_backward_weights(const ConvGeometry& g, const T* x, const T* dz, T
   const std::size_t C = g.c, K = g.k, KP = (K + NR - 1) / NR * NR, wo = g.wo;
   const std::size_t tw = (wo + 1) / 2, out_rows = g.n * g.ho, wsize = 9 * C * K;
   const std::size_t per_tile = XI * (C + KP) * sizeof(T);
-  const std::size_t rb = 2 * std::max<std::size_t>(1, (std::size_t{1} << 20) / per_tile / tw);
+  const std::size_t rb = 2 * std::max<std::size_t>(1, detail::winograd_block_bytes<T>(C, KP) / per_tile / tw);
   const std::size_t blocks = (out_rows + rb - 1) / rb, block_tiles = rb / 2 * tw;
   const std::size_t nchunks = detail::winograd_weight_chunks(blocks, block_tiles);
   T* partial = detail::ensure_len(ws.partial, nchunks * wsize);
