@@ -55,9 +55,9 @@ class Conv2D {
   void forward(const Tensor<T>& x, Tensor<T>& y) {
     const ops::ConvGeometry g = geometry(x.shape());
     const detail::SerialScope serial(g.serial());
-    const InputPass in = cache_input(x, g, &x == &y);
+    const T* in = cache_input(x, g, &x == &y);
     detail::ensure_shape(y, g.out_shape());
-    run_forward(g, in.x, y.data(), in.save);
+    run_forward(g, in, y.data());
   }
 
   Tensor<T> backward(const Tensor<T>& dy) {
@@ -145,49 +145,34 @@ class Conv2D {
   void pack_for_forward(const ops::ConvGeometry& g, const ops::ConvPlan& plan, const T* scale) {
     ops::pack_forward_weights(g, plan, weight_.data(), scale, ws_);
   }
-  // What a forward reads, and where it copies that on its way (null: nothing left to copy).
-  struct InputPass {
-    const T* x;
-    T* save;
-  };
-  // Keeps what backward needs of x. Mostly x itself, lent (Tensor::lend): no copy is made
-  // unless x is later written or resized through its interface. A forward whose output
-  // overwrites x reads a copy made here first; a strided 1x1 forward keeps only the pixels
-  // it reads (ops::keeps_read_pixels), copied on the forward's own pass (`save`).
-  InputPass cache_input(const Tensor<T>& x, const ops::ConvGeometry& g, bool x_overwritten) {
+  // Keeps what backward needs of x, and returns what the forward reads: x itself, lent
+  // (Tensor::lend), so no copy is made unless x is later written or resized through its
+  // interface; a forward whose output overwrites x reads a copy made here first. A strided
+  // 1x1 layer keeps all of x too: copying the pixels it reads on the forward's pass made its
+  // forward up to 1.6x slower on few output channels (8 x 60x27, 97 -> 30, stride 2) and the
+  // training step no faster, and the layer before it keeps x anyway in most networks.
+  const T* cache_input(const Tensor<T>& x, const ops::ConvGeometry& g, bool x_overwritten) {
     geom_ = g;
     has_cache_ = true;
-    read_pixels_ = false;
     if (x_overwritten) {
       x_loan_.reset();
       detail::copy_into(x, x_);
-      return {x_.data(), nullptr};
-    }
-    read_pixels_ = ops::keeps_read_pixels<T>(g);
-    if (read_pixels_) {
-      x_loan_.reset();
-      detail::ensure_shape(x_, Shape<4>{g.n, g.ho, g.wo, g.c});
-      return {x.data(), x_.data()};
+      return x_.data();
     }
     x_loan_ = x.lend();
     x_ = Tensor<T>{};
-    return {x.data(), nullptr};
+    return x.data();
   }
   // The cached input's values, and how many there are.
   const T* cached_x() const noexcept { return x_loan_ ? x_loan_->data() : x_.data(); }
   std::size_t cached_size() const noexcept { return x_loan_ ? x_loan_->size() : x_.size(); }
-  // The geometry of the cached input of a forward of geometry g: g, or the plain GEMM over
-  // its read pixels.
-  ops::ConvGeometry input_geometry(const ops::ConvGeometry& g) const noexcept {
-    return read_pixels_ ? ops::read_pixels_geometry(g) : g;
-  }
   ops::ConvWorkspace<T>& workspace() noexcept { return ws_; }
   bool has_cache() const noexcept { return has_cache_; }
   const ops::ConvGeometry& cached_geometry() const noexcept { return geom_; }
 
   // Backward from a ready dz (N,Ho,Wo,K) of the cached forward: grads accumulate, dx written.
   void backward_from_dz(const ops::ConvGeometry& g, const T* dz, Tensor<T>& dx) {
-    ops::conv2d_backward_weights(input_geometry(g), cached_x(), dz, weight_grad_.data(), ws_);
+    ops::conv2d_backward_weights(g, cached_x(), dz, weight_grad_.data(), ws_);
     if (opts_.bias) ops::conv2d_backward_bias(g, dz, bias_grad_.data(), ws_);
     const ops::ConvPlan plan = ops::plan_backward_data<T>(g);
     ops::pack_backward_data_weights(g, plan, weight_.data(), ws_);
@@ -198,7 +183,7 @@ class Conv2D {
 
   // Whether backward_with_dz can run the backward of the cached forward of geometry g.
   bool takes_dz_prologue(const ops::ConvGeometry& g) const noexcept {
-    return !read_pixels_ && ops::backward_reads_planar_dz<T>(g);
+    return ops::backward_reads_planar_dz<T>(g);
   }
   // Backward of the cached forward with dz formed by make_dz(p0, np, dst) where the row kernels
   // read it (ops::rows_backward_with_dz): grads accumulate, dx written.
@@ -241,13 +226,12 @@ class Conv2D {
     return const_cast<Conv2D*>(this)->bias_or_throw(const_cast<Tn&>(t), name);
   }
 
-  // Packs the weights and runs the plain convolution (plus bias) of x into y, copying the
-  // pixels it reads into save on the way when save is given (InputPass).
-  void run_forward(const ops::ConvGeometry& g, const T* x, T* y, T* save = nullptr) {
+  // Packs the weights and runs the plain convolution (plus bias) of x into y.
+  void run_forward(const ops::ConvGeometry& g, const T* x, T* y) {
     const ops::ConvPlan plan = ops::plan_forward<T>(g);
     ops::pack_forward_weights(g, plan, weight_.data(), static_cast<const T*>(nullptr), ws_);
     const T* bias = opts_.bias ? bias_.data() : nullptr;
-    ops::conv2d_forward(g, plan, x, ws_, kernels::BiasActEpilogue<T, false>{y, g.k, bias}, save);
+    ops::conv2d_forward(g, plan, x, ws_, kernels::BiasActEpilogue<T, false>{y, g.k, bias});
   }
 
   std::size_t in_, out_;
@@ -256,11 +240,9 @@ class Conv2D {
   Tensor<T, 1> bias_, bias_grad_;
   bool training_ = true;
   bool has_cache_ = false;
-  // The last forward's input, for the weight gradient: x itself, lent, or a copy in x_ (of the
-  // pixels it read when read_pixels_: N, Ho, Wo, C).
+  // The last forward's input, for the weight gradient: x itself, lent, or a copy in x_.
   std::shared_ptr<const detail::Loan<T>> x_loan_;
   Tensor<T> x_;
-  bool read_pixels_ = false;
   ops::ConvGeometry geom_;
   ops::ConvWorkspace<T> ws_;
 };

@@ -142,8 +142,7 @@ class ConvBN {
 
   // Batch statistics: the conv epilogue stores Z into the BN's cache and accumulates shifted
   // per-chunk sums; then the chunks are merged in order, running statistics updated, Z -> Y.
-  void forward_batch_stats(const ops::ConvGeometry& g, typename Conv2D<T>::InputPass in,
-                           Tensor<T>& y) {
+  void forward_batch_stats(const ops::ConvGeometry& g, const T* in, Tensor<T>& y) {
     const ops::ConvPlan plan = ops::plan_forward<T>(g);
     const std::size_t K = g.k, rows = g.pixels();
     const std::size_t chunks = plan.chunks, chunk_rows = plan.chunk_rows;
@@ -156,7 +155,7 @@ class ConvBN {
     conv_.pack_for_forward(g, plan, nullptr);
     const T* bias = conv_.has_bias() ? conv_.bias().data() : nullptr;
     kernels::BiasStatsEpilogue<T> stats{bn_.z_.data(), K, bias, slots, chunk_shifts_.data()};
-    ops::conv2d_forward(g, plan, in.x, conv_.workspace(), stats, in.save);
+    ops::conv2d_forward(g, plan, in, conv_.workspace(), stats);
     z_valid_ = true;
 
     // Each chunk's (shift, sum d, sum d^2) becomes its mean and M2 in place, then the chunks
@@ -190,7 +189,7 @@ class ConvBN {
   }
 
   // Running statistics: y = act(conv(x; W * a) + (bias - mean) * a + beta), one pass.
-  void forward_folded(const ops::ConvGeometry& g, typename Conv2D<T>::InputPass in, Tensor<T>& y) {
+  void forward_folded(const ops::ConvGeometry& g, const T* in, Tensor<T>& y) {
     bn_.set_affine_from_running();
     const std::size_t K = g.k;
     shift_.resize({K});
@@ -204,11 +203,11 @@ class ConvBN {
     z_valid_ = false;
     detail::ensure_shape(y, g.out_shape());
     if (act_ == Activation::relu) {
-      ops::conv2d_forward(g, plan, in.x, conv_.workspace(),
-                          kernels::BiasActEpilogue<T, true>{y.data(), K, shift_.data()}, in.save);
+      ops::conv2d_forward(g, plan, in, conv_.workspace(),
+                          kernels::BiasActEpilogue<T, true>{y.data(), K, shift_.data()});
     } else {
-      ops::conv2d_forward(g, plan, in.x, conv_.workspace(),
-                          kernels::BiasActEpilogue<T, false>{y.data(), K, shift_.data()}, in.save);
+      ops::conv2d_forward(g, plan, in, conv_.workspace(),
+                          kernels::BiasActEpilogue<T, false>{y.data(), K, shift_.data()});
     }
     path_ = "fused: BN folded into the conv weights";
   }
@@ -216,7 +215,7 @@ class ConvBN {
   // Running-statistics backward needs Z, which the folded forward never wrote.
   void recompute_z(const ops::ConvGeometry& g) {
     detail::ensure_shape(bn_.z_, g.out_shape());
-    conv_.run_forward(conv_.input_geometry(g), conv_.cached_x(), bn_.z_.data());
+    conv_.run_forward(g, conv_.cached_x(), bn_.z_.data());
     z_valid_ = true;
   }
 

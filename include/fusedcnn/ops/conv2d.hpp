@@ -88,30 +88,6 @@ ConvPlan plan_forward(const ConvGeometry& g) noexcept {
   return plan_igemm<T>(g.pixels(), g.kg(), g.groups, g.taps() * g.cg());
 }
 
-// Whether the forward keeps for backward only the input pixels its kernel reads: a strided
-// (or padded) 1x1 convolution run as an igemm reads one pixel per output pixel, a quarter of
-// x at stride 2, and its weight gradient needs no other. The forward's `save` then receives
-// those pixels, (N, Ho, Wo, C), zeros where the kernel read padding.
-inline bool keeps_read_pixels(const ConvGeometry& g, const ConvPlan& plan) noexcept {
-  if (g.kh != 1 || g.kw != 1 || g.pointwise()) return false;
-  return !plan.by_rows && !plan.by_depthwise && !plan.by_strips && !plan.by_dot &&
-         !plan.by_winograd;
-}
-template <class T>
-bool keeps_read_pixels(const ConvGeometry& g) noexcept {
-  return keeps_read_pixels(g, plan_forward<T>(g));
-}
-
-// The geometry of the kept read pixels: the plain GEMM over them that computes the same
-// output (and the same weight gradient) as g.
-inline ConvGeometry read_pixels_geometry(const ConvGeometry& g) noexcept {
-  ConvGeometry r = g;
-  r.h = g.ho, r.w = g.wo;
-  r.sh = r.sw = r.dh = r.dw = 1;
-  r.pt = r.pb = r.pl = r.pr = 0;
-  return r;
-}
-
 namespace detail {
 
 // Asks for the cache lines of `count` rows, values [off, off + len) of each, to be loaded.
@@ -131,14 +107,11 @@ inline constexpr std::size_t short_row_bytes = 256;
 // block and the block's panels meet all of the chunk's tiles while they are in cache; many
 // channels on few pixels still split across threads. For any one channel, tiles reach
 // epi(TileInfo) in row order within a chunk, whatever the thread count. pack(q, dst) writes
-// panel q (taps * kc * NR values); build(p0, m, rows) fills a tile's row pointers;
-// on_tile(p0, m, rows) runs once per tile, in the item of the first column block, right
-// after the tile's first panel (so what the tile read is still in L1).
-template <class T, std::size_t MR, std::size_t NR, class Pack, class Build, class Epi,
-          class OnTile>
+// panel q (taps * kc * NR values); build(p0, m, rows) fills a tile's row pointers.
+template <class T, std::size_t MR, std::size_t NR, class Pack, class Build, class Epi>
 void igemm_driver(const ConvPlan& plan, std::size_t taps, std::size_t kc, std::size_t groups,
                   std::size_t n_per_group, Pack& pack, ConvWorkspace<T>& ws, Build& build,
-                  Epi& epi, OnTile&& on_tile) {
+                  Epi& epi) {
   const std::size_t panels = (n_per_group + NR - 1) / NR, all_panels = groups * panels;
   const std::size_t panel_len = taps * kc * NR;
   const IgemmBlocks bl = igemm_blocks<T>(all_panels, panel_len);
@@ -167,7 +140,7 @@ void igemm_driver(const ConvPlan& plan, std::size_t taps, std::size_t kc, std::s
     for (std::size_t p0 = chunk_p0, ti = 0; p0 < end; p0 += MR, ++ti)
       build(p0, std::min(MR, end - p0), rows + ti * tile_len,
             std::integral_constant<std::size_t, MR>{});
-    // Panel q over tile ti (rows from p0): the kernel, and the tile's first-panel duties.
+    // Panel q over tile ti (rows from p0).
     auto run = [&](std::size_t q, std::size_t ti, std::size_t p0) {
       const std::size_t g = q / panels, col0 = (q % panels) * NR;
       const std::size_t n = std::min(NR, n_per_group - col0), m = std::min(MR, end - p0);
@@ -180,7 +153,6 @@ void igemm_driver(const ConvPlan& plan, std::size_t taps, std::size_t kc, std::s
       kernels::igemm<T, MR, NR>(
           taps, kc, rows + ti * tile_len, block + (q - q0) * panel_len, g * kc, m, n,
           kernels::TileSink<T, NR, Epi>{epi, p0, g * n_per_group + col0, chunk, chunk_p0});
-      if (blk == 0 && q == q0) on_tile(p0, m, rows + ti * tile_len);
     };
     // A one-tap GEMM (1x1) takes every panel of a tile before the next tile: the tile's rows
     // stay in L1 across the panels and its output rows are written whole and in order (one
@@ -275,22 +247,15 @@ void pack_forward_weights(const ConvGeometry& g, const ConvPlan& plan, const T* 
 }
 
 // Forward convolution of x with weights packed by pack_forward_weights for this plan; every
-// output tile goes to epi(TileInfo). A non-null `save` (not overlapping x), given when
-// keeps_read_pixels(g, plan), receives the input pixels the kernel reads (N, Ho, Wo, C),
-// copied from L1 right after each tile's first panel.
+// output tile goes to epi(TileInfo).
 template <class T, class Epi>
 void conv2d_forward(const ConvGeometry& g, const ConvPlan& plan, const T* x,
-                    ConvWorkspace<T>& ws, Epi&& epi, T* save = nullptr) {
-  assert(!save || keeps_read_pixels(g, plan));
+                    ConvWorkspace<T>& ws, Epi&& epi) {
   if (plan.by_rows) return rows_forward(g, plan, x, ws, epi);
   if (plan.by_depthwise) return depthwise_forward(g, plan, x, ws, epi);
   if (plan.by_strips) return strips_forward(g, plan, x, ws, epi);
   if (plan.by_dot) return dot_forward(g, plan, x, ws, epi);
   if (plan.by_winograd) return winograd_forward(g, plan, x, ws, epi);
-  auto on_tile = [&](std::size_t p0, std::size_t m, const T* const* rows) {
-    if (save)
-      for (std::size_t i = 0; i < m; ++i) std::copy_n(rows[i], g.c, save + (p0 + i) * g.c);
-  };
   const ForwardRows<T> fwd_rows(g, x, ws, plan.chunk_rows);
   const GatherShape& gs = fwd_rows.shape();
   auto build = [&](std::size_t p0, std::size_t m, const T** rows, auto mr) {
@@ -301,7 +266,7 @@ void conv2d_forward(const ConvGeometry& g, const ConvPlan& plan, const T* x,
       detail::pack_forward_panel<T, NR>(g, w, scale, q, dst);
     };
     detail::igemm_driver<T, MR, NR>(plan, gs.taps, gs.kc, g.groups, g.kg(), pack, ws, build,
-                                    epi, on_tile);
+                                    epi);
   });
 }
 
@@ -367,8 +332,7 @@ void backward_data_by_classes(const ConvGeometry& g, const ConvPlan& plan, const
         auto pack = [&, w = ws.weights](std::size_t q, T* dst) {
           pack_backward_data_panel(g, NR, false, w, q, dst, taps, ntaps);
         };
-        igemm_driver<T, MR, NR>(part, ntaps, g.kg(), g.groups, g.cg(), pack, ws, build, store,
-                                [](std::size_t, std::size_t, auto) {});
+        igemm_driver<T, MR, NR>(part, ntaps, g.kg(), g.groups, g.cg(), pack, ws, build, store);
       });
     }
 }
@@ -406,7 +370,7 @@ void conv2d_backward_data(const ConvGeometry& g, const ConvPlan& plan, const T* 
       detail::pack_backward_data_panel(g, NR, reversed, w, q, dst);
     };
     detail::igemm_driver<T, MR, NR>(plan, gs.taps, gs.kc, g.groups, g.cg(), pack, ws, build,
-                                    store, [](std::size_t, std::size_t, auto) {});
+                                    store);
   });
 }
 
