@@ -162,9 +162,10 @@ TEST_CASE("set_num_threads / num_threads round-trip", "[contract][threads]") {
 
 TEST_CASE("backward uses the input as it was at forward, whatever happens to it after",
           "[contract]") {
-  // Each layer keeps x lent (or a copy, where its forward overwrites x): the caller may overwrite x through any accessor, assign it a new batch, pass a
-  // temporary, or have the forward write its output over x. Every check draws a fresh x, so
-  // a copy that was never made cannot pass by holding an older input.
+  // Each layer keeps x lent (or a copy, where its forward overwrites x): the caller may
+  // overwrite x through any accessor, assign it a new batch, pass a temporary, or have the
+  // forward write its output over x. Every check draws a fresh x, so a copy that was never
+  // made cannot pass by holding an older input.
   std::mt19937_64 rng(5);
   // The strided 1x1 gathers the pixels it reads from the kept x in backward.
   const fusedcnn::Conv2DOptions shapes[] = {

@@ -36,10 +36,11 @@ struct TileSink {
   }
 };
 
-// A TileSink that also has the kernel fetch the lines from `ahead` on into the L2, one a c
-// step, while it runs (the next tile's rows of a 1x1 layer).
-template <class T, std::size_t NR, class Epi>
-struct TileSinkAhead : TileSink<T, NR, Epi> {
+// A kernel's sink (a TileSink, the Winograd point GEMMs' sink) that also has the kernel fetch
+// the lines from `ahead` on into the L2, one a c step, while it runs: the next tile's rows of
+// a 1x1 layer, the next panel of streamed Winograd weights.
+template <class Sink, class T>
+struct FetchAhead : Sink {
   const T* ahead;
 };
 

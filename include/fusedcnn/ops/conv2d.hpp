@@ -160,7 +160,7 @@ void igemm_driver(const ConvPlan& plan, std::size_t taps, std::size_t kc, std::s
         } else if (next[MR - 1] == next[0] + (MR - 1) * groups * kc) {
           kernels::igemm<T, MR, NR>(
               taps, kc, tile_rows, panel, g * kc, m, n,
-              kernels::TileSinkAhead<T, NR, Epi>{
+              kernels::FetchAhead<Sink, T>{
                   Sink{epi, p0, g * n_per_group + col0, chunk, chunk_p0}, next[0] + g * kc});
           return;
         }

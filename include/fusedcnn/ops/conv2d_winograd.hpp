@@ -149,12 +149,6 @@ struct WinogradSink {
   }
 };
 
-// A WinogradSink that also has the micro-kernel fetch `ahead` into the L2 as it runs.
-template <class T, std::size_t NR>
-struct WinogradSinkAhead : WinogradSink<T, NR> {
-  const T* ahead;
-};
-
 // Transformed weights past this size come from memory for every chunk: the point GEMMs then
 // fetch the next panel while they run (the first tile pass over a panel otherwise waits on
 // it: 14x14, 256 -> 256, a 4 MiB U, 0.95x the time on 1 thread, 0.89x on 2; 56x56, 64 -> 64,
@@ -294,11 +288,12 @@ void winograd_driver(const WinogradShape& s, const ConvPlan& plan, const T* x,
         for (std::size_t q = 0; q < P; ++q) {
           const std::size_t at = (xi * P + q) * panel, n = std::min(NR, K - q * NR);
           for (std::size_t t0 = 0, j = 0; t0 < nt; t0 += MR, ++j) {
-            const WinogradSink<T, NR> sink{mbuf + xi * mp, KP, t0, q * NR};
+            using Sink = WinogradSink<T, NR>;
+            const Sink sink{mbuf + xi * mp, KP, t0, q * NR};
             if constexpr (Ahead) {
               const std::size_t next = std::min(u_len - 1, at + panel + j * C * line % panel);
               kernels::igemm<T, MR, NR>(1, C, rows + xi * tmax + t0, u + at, 0, MR, n,
-                                        WinogradSinkAhead<T, NR>{sink, u + next});
+                                        kernels::FetchAhead<Sink, T>{sink, u + next});
             } else {
               kernels::igemm<T, MR, NR>(1, C, rows + xi * tmax + t0, u + at, 0, MR, n, sink);
             }
@@ -397,10 +392,10 @@ bool use_winograd_for_weights(const ConvGeometry& g, bool forward_by_winograd) n
 
 // Weight gradient dw (HWIO) += the Winograd family's sum over the output's 2x2 tiles of
 // (A dz A^T) . (B^T x B), taken back to taps by G^T . G. Blocks of whole tile rows (their
-// transformed x and dz within winograd_block_bytes) run the 16 point GEMMs through the weight-gradient
-// micro-kernel into a per-chunk sum D[xi][c][k]; each chunk, a fixed run of blocks, turns its
-// D into taps in its own partial, and the partials are added in chunk order, so a given
-// shape always gives the same bits, whatever the thread count.
+// transformed x and dz within winograd_block_bytes) run the 16 point GEMMs through the
+// weight-gradient micro-kernel into a per-chunk sum D[xi][c][k]; each chunk, a fixed run of
+// blocks, turns its D into taps in its own partial, and the partials are added in chunk
+// order, so a given shape always gives the same bits, whatever the thread count.
 template <class T>
 void winograd_backward_weights(const ConvGeometry& g, const T* x, const T* dz, T* dw,
                                ConvWorkspace<T>& ws) {
@@ -411,7 +406,8 @@ void winograd_backward_weights(const ConvGeometry& g, const T* x, const T* dz, T
   const std::size_t C = g.c, K = g.k, KP = (K + NR - 1) / NR * NR, wo = g.wo;
   const std::size_t tw = (wo + 1) / 2, out_rows = g.n * g.ho, wsize = 9 * C * K;
   const std::size_t per_tile = XI * (C + KP) * sizeof(T);
-  const std::size_t rb = 2 * std::max<std::size_t>(1, detail::winograd_block_bytes<T>(C, KP) / per_tile / tw);
+  const std::size_t block_bytes = detail::winograd_block_bytes<T>(C, KP);
+  const std::size_t rb = 2 * std::max<std::size_t>(1, block_bytes / per_tile / tw);
   const std::size_t blocks = (out_rows + rb - 1) / rb, block_tiles = rb / 2 * tw;
   const std::size_t nchunks = detail::winograd_weight_chunks(blocks, block_tiles);
   T* partial = detail::ensure_len(ws.partial, nchunks * wsize);
