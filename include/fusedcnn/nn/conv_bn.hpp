@@ -84,7 +84,7 @@ class ConvBN {
     conv_.check_parameters();
     bn_.check_parameters();
     const detail::SerialScope serial(g.serial());
-    if (!bn_.used_batch_ && !z_valid_) recompute_z(g);
+    if (!z_valid_) recompute_z(g);
     const std::size_t rows = g.pixels();
     const ops::BnAffine<T> f = bn_.affine();
     const ops::BnGrad<T> grad{dy.data(), act_ == Activation::relu ? &f : nullptr};
@@ -99,10 +99,14 @@ class ConvBN {
       conv_.backward_with_dz(g, make_dz, dx);  // dy is read before dx is written: dx may be dy
       return;
     }
-    detail::ensure_shape(dz_, g.out_shape());
-    ops::bn_backward_data(bn_.z_.data(), grad, rows, g.k, centre, bn_.k1_.data(),
-                          bn_.k2_.data(), bn_.k3_.data(), dz_.data());
-    conv_.backward_from_dz(g, dz_.data(), dx);  // dy is no longer read: dx may be dy
+    // dz takes Z's place: Z is read for the last time here, so dz needs no buffer of its own
+    // and its stores hit the lines just read (a backward again without a forward in between
+    // computes Z anew).
+    T* dz = bn_.z_.data();
+    ops::bn_backward_data(static_cast<const T*>(dz), grad, rows, g.k, centre, bn_.k1_.data(),
+                          bn_.k2_.data(), bn_.k3_.data(), dz);
+    z_valid_ = false;
+    conv_.backward_from_dz(g, dz, dx);  // dy is no longer read: dx may be dy
   }
 
   void zero_grad() noexcept {
@@ -212,7 +216,8 @@ class ConvBN {
     path_ = "fused: BN folded into the conv weights";
   }
 
-  // Running-statistics backward needs Z, which the folded forward never wrote.
+  // The backward needs Z, which the folded forward never wrote and a backward without the
+  // dz prologue leaves as dz.
   void recompute_z(const ops::ConvGeometry& g) {
     detail::ensure_shape(bn_.z_, g.out_shape());
     conv_.run_forward(g, conv_.cached_x(), bn_.z_.data());
@@ -222,11 +227,10 @@ class ConvBN {
   Conv2D<T> conv_;
   BatchNorm2D<T> bn_;
   Activation act_;
-  bool z_valid_ = false;  // bn_.z_ holds the last forward's Z
+  bool z_valid_ = false;  // bn_.z_ holds the last forward's Z (not dz)
   Tensor<double, 1> slots_;
   Tensor<T, 1> chunk_shifts_;  // the statistics epilogue's shifts, as T
   Tensor<T, 1> shift_;
-  Tensor<T> dz_;
   std::string_view path_ = "none";
 };
 
