@@ -171,9 +171,12 @@ class Conv2D {
   const ops::ConvGeometry& cached_geometry() const noexcept { return geom_; }
 
   // Backward from a ready dz (N,Ho,Wo,K) of the cached forward: grads accumulate, dx written.
-  void backward_from_dz(const ops::ConvGeometry& g, const T* dz, Tensor<T>& dx) {
+  // bias_grad: whether the bias gradient is summed from dz (a caller that knows its sum
+  // otherwise adds it itself).
+  void backward_from_dz(const ops::ConvGeometry& g, const T* dz, Tensor<T>& dx,
+                        bool bias_grad = true) {
     ops::conv2d_backward_weights(g, cached_x(), dz, weight_grad_.data(), ws_);
-    if (opts_.bias) ops::conv2d_backward_bias(g, dz, bias_grad_.data(), ws_);
+    if (opts_.bias && bias_grad) ops::conv2d_backward_bias(g, dz, bias_grad_.data(), ws_);
     const ops::ConvPlan plan = ops::plan_backward_data<T>(g);
     ops::pack_backward_data_weights(g, plan, weight_.data(), ws_);
     detail::ensure_shape(dx, g.in_shape());
@@ -188,10 +191,11 @@ class Conv2D {
   // Backward of the cached forward with dz formed by make_dz(p0, np, dst) where the row kernels
   // read it (ops::rows_backward_with_dz): grads accumulate, dx written.
   template <class MakeDz>
-  void backward_with_dz(const ops::ConvGeometry& g, MakeDz&& make_dz, Tensor<T>& dx) {
+  void backward_with_dz(const ops::ConvGeometry& g, MakeDz&& make_dz, Tensor<T>& dx,
+                        bool bias_grad = true) {
     ops::rows_backward_with_dz(
         g, cached_x(), weight_.data(), make_dz, weight_grad_.data(),
-        opts_.bias ? bias_grad_.data() : nullptr,
+        opts_.bias && bias_grad ? bias_grad_.data() : nullptr,
         [&] {
           detail::ensure_shape(dx, g.in_shape());
           return dx.data();

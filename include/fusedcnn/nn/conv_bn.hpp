@@ -90,13 +90,23 @@ class ConvBN {
     const ops::BnGrad<T> grad{dy.data(), act_ == Activation::relu ? &f : nullptr};
     bn_.backward_coefficients(grad, rows);
     const ops::BnAffine<T> centre = bn_.affine();  // refreshed: gamma may have changed
+    // The conv bias gradient, the sum of dz = k1 g + k2 (z - mean) + k3 over the M pixels,
+    // comes from the BN's sums: k1 sum(g) + M k3, since sum(z - mean) is zero with batch
+    // statistics and k2 is zero without. No pass over dz sums it.
+    if (conv_.has_bias()) {
+      T* db = conv_.bias_grad().data();
+      const double M = static_cast<double>(rows);
+      for (std::size_t k = 0; k < g.k; ++k)
+        db[k] += static_cast<T>(static_cast<double>(bn_.k1_[k]) * bn_.sum_g_[k] +
+                                M * static_cast<double>(bn_.k3_[k]));
+    }
     if (conv_.takes_dz_prologue(g)) {  // dz formed where the row kernels read it, never stored
       const ops::BnDz<T> form(grad.relu_of, g.k, centre, bn_.k1_.data(), bn_.k2_.data(),
                               bn_.k3_.data());
       auto make_dz = [&](std::size_t p0, std::size_t np, T* dst) {
         form(bn_.z_.data() + p0 * g.k, dy.data() + p0 * g.k, np, dst);
       };
-      conv_.backward_with_dz(g, make_dz, dx);  // dy is read before dx is written: dx may be dy
+      conv_.backward_with_dz(g, make_dz, dx, false);  // dy is read before dx is written: dx may be dy
       return;
     }
     // dz takes Z's place: Z is read for the last time here, so dz needs no buffer of its own
@@ -106,7 +116,7 @@ class ConvBN {
     ops::bn_backward_data(static_cast<const T*>(dz), grad, rows, g.k, centre, bn_.k1_.data(),
                           bn_.k2_.data(), bn_.k3_.data(), dz);
     z_valid_ = false;
-    conv_.backward_from_dz(g, dz, dx);  // dy is no longer read: dx may be dy
+    conv_.backward_from_dz(g, dz, dx, false);  // dy is no longer read: dx may be dy
   }
 
   void zero_grad() noexcept {

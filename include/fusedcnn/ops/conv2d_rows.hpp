@@ -284,21 +284,22 @@ void planarize_dz(const ConvGeometry& g, const RowsLayout& l, const T* dz, T* ou
 // The planar dz straight from its producer: make_dz(p0, np, dst) writes the np pixels of dz
 // from pixel p0 on to dst (NHWC), a chunk of whole output rows (about 256 pixels) at a time
 // into a per-thread buffer that stays in L1, so dz itself is never written out and read back.
-// Each chunk's channel sums (for the bias gradient) go to sums[chunk * K + k], in double;
-// returns the number of chunks (a function of the shape alone).
+// With `sums`, each chunk's channel sums (for the bias gradient) go to sums[chunk * K + k],
+// in double; returns the number of chunks (a function of the shape alone).
 template <class T, class MakeDz>
 std::size_t planarize_dz_from(const ConvGeometry& g, const RowsLayout& l, MakeDz& make_dz,
-                              T* out, Tensor<double, 1>& sums_buf, ConvWorkspace<T>& ws) {
+                              T* out, Tensor<double, 1>& sums_buf, bool sums_wanted,
+                              ConvWorkspace<T>& ws) {
   const std::size_t per_chunk = rows_per_chunk(g.wo), out_rows = g.n * g.ho;
   const std::size_t chunks = (out_rows + per_chunk - 1) / per_chunk;
   const ThreadScratch<T> scratch(ws.scratch, per_chunk * g.wo * g.k);
-  if (sums_buf.size() < chunks * g.k) sums_buf = Tensor<double, 1>({chunks * g.k});
-  double* sums = sums_buf.data();
+  if (sums_wanted && sums_buf.size() < chunks * g.k) sums_buf = Tensor<double, 1>({chunks * g.k});
+  double* sums = sums_wanted ? sums_buf.data() : nullptr;
   ::fusedcnn::detail::parallel_for(chunks, [&](std::size_t ci) {
     T* buf = scratch.mine();
     const std::size_t r0 = ci * per_chunk, nr = std::min(out_rows, r0 + per_chunk) - r0;
     make_dz(r0 * g.wo, nr * g.wo, buf);
-    channel_sums(buf, nr * g.wo, g.k, sums + ci * g.k);
+    if (sums) channel_sums(buf, nr * g.wo, g.k, sums + ci * g.k);
     for (std::size_t r = 0; r < nr; ++r)
       planarize_dz_row(g, l, buf + r * g.wo * g.k, out + (r0 + r) * g.k * l.dz_len);
   });
@@ -616,7 +617,8 @@ void rows_backward_with_dz(const ConvGeometry& g, const T* x, const T* w, MakeDz
   const ConvPlan plan = plan_rows<T>(g);
   const RowsLayout l = rows_layout<T>(g, plan);
   T* dzp = detail::ensure_len(ws.planar_dz, g.n * g.ho * g.k * l.dz_len);
-  const std::size_t chunks = detail::planarize_dz_from(g, l, make_dz, dzp, ws.bias_partial, ws);
+  const std::size_t chunks =
+      detail::planarize_dz_from(g, l, make_dz, dzp, ws.bias_partial, db != nullptr, ws);
   ws.planar_dz_of = nullptr;  // not the planar form of any dz buffer
   detail::rows_backward_weights_planar(g, l, x, static_cast<const T*>(dzp), dw, ws);
   if (db) detail::add_channel_sums(ws.bias_partial.data(), chunks, g.k, db);
