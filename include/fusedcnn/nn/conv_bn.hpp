@@ -106,7 +106,8 @@ class ConvBN {
       auto make_dz = [&](std::size_t p0, std::size_t np, T* dst) {
         form(bn_.z_.data() + p0 * g.k, dy.data() + p0 * g.k, np, dst);
       };
-      conv_.backward_with_dz(g, make_dz, dx, false);  // dy is read before dx is written: dx may be dy
+      // dy is read before dx is written: dx may be dy
+      conv_.backward_with_dz(g, make_dz, dx, false);
       return;
     }
     // dz takes Z's place: Z is read for the last time here, so dz needs no buffer of its own

@@ -284,8 +284,9 @@ void planarize_dz(const ConvGeometry& g, const RowsLayout& l, const T* dz, T* ou
 // The planar dz straight from its producer: make_dz(p0, np, dst) writes the np pixels of dz
 // from pixel p0 on to dst (NHWC), a chunk of whole output rows (about 256 pixels) at a time
 // into a per-thread buffer that stays in L1, so dz itself is never written out and read back.
-// With `sums`, each chunk's channel sums (for the bias gradient) go to sums[chunk * K + k],
-// in double; returns the number of chunks (a function of the shape alone).
+// When sums_wanted, each chunk's channel sums (for the bias gradient) go to
+// sums_buf[chunk * K + k], in double; returns the number of chunks (a function of the shape
+// alone).
 template <class T, class MakeDz>
 std::size_t planarize_dz_from(const ConvGeometry& g, const RowsLayout& l, MakeDz& make_dz,
                               T* out, Tensor<double, 1>& sums_buf, bool sums_wanted,
@@ -293,7 +294,8 @@ std::size_t planarize_dz_from(const ConvGeometry& g, const RowsLayout& l, MakeDz
   const std::size_t per_chunk = rows_per_chunk(g.wo), out_rows = g.n * g.ho;
   const std::size_t chunks = (out_rows + per_chunk - 1) / per_chunk;
   const ThreadScratch<T> scratch(ws.scratch, per_chunk * g.wo * g.k);
-  if (sums_wanted && sums_buf.size() < chunks * g.k) sums_buf = Tensor<double, 1>({chunks * g.k});
+  if (sums_wanted && sums_buf.size() < chunks * g.k)
+    sums_buf = Tensor<double, 1>({chunks * g.k});
   double* sums = sums_wanted ? sums_buf.data() : nullptr;
   ::fusedcnn::detail::parallel_for(chunks, [&](std::size_t ci) {
     T* buf = scratch.mine();
