@@ -161,17 +161,7 @@ class ConvBN {
     const ops::ConvPlan plan = ops::plan_forward<T>(g);
     const std::size_t K = g.k, rows = g.pixels();
     const std::size_t chunks = plan.chunks, chunk_rows = plan.chunk_rows;
-    if (slots_.size() < chunks * 3 * K) slots_ = Tensor<double, 1>({chunks * 3 * K});
-    if (chunk_shifts_.size() < chunks * K) chunk_shifts_ = Tensor<T, 1>({chunks * K});
-    double* slots = slots_.data();
-    std::fill_n(slots, chunks * 3 * K, 0.0);
-
-    detail::ensure_shape(bn_.z_, g.out_shape());
-    conv_.pack_for_forward(g, plan, nullptr);
-    const T* bias = conv_.has_bias() ? conv_.bias().data() : nullptr;
-    kernels::BiasStatsEpilogue<T> stats{bn_.z_.data(), K, bias, slots, chunk_shifts_.data()};
-    ops::conv2d_forward(g, plan, in, conv_.workspace(), stats);
-    z_valid_ = true;
+    double* slots = conv_with_stats(g, plan, in);
 
     // Each chunk's (shift, sum d, sum d^2) becomes its mean and M2 in place, then the chunks
     // are merged in order (Chan) into chunk 0's.
@@ -203,6 +193,23 @@ class ConvBN {
     path_ = "fused: batch statistics in the conv epilogue";
   }
 
+  // Z into the BN's cache through the statistics epilogue, each chunk's shifted sums into
+  // slots_, which it returns.
+  double* conv_with_stats(const ops::ConvGeometry& g, const ops::ConvPlan& plan, const T* in) {
+    const std::size_t K = g.k, chunks = plan.chunks;
+    if (slots_.size() < chunks * 3 * K) slots_ = Tensor<double, 1>({chunks * 3 * K});
+    if (chunk_shifts_.size() < chunks * K) chunk_shifts_ = Tensor<T, 1>({chunks * K});
+    double* slots = slots_.data();
+    std::fill_n(slots, chunks * 3 * K, 0.0);
+    detail::ensure_shape(bn_.z_, g.out_shape());
+    conv_.pack_for_forward(g, plan, nullptr);
+    const T* bias = conv_.has_bias() ? conv_.bias().data() : nullptr;
+    kernels::BiasStatsEpilogue<T> stats{bn_.z_.data(), K, bias, slots, chunk_shifts_.data()};
+    ops::conv2d_forward(g, plan, in, conv_.workspace(), stats);
+    z_valid_ = true;
+    return slots;
+  }
+
   // Running statistics: y = act(conv(x; W * a) + (bias - mean) * a + beta), one pass.
   void forward_folded(const ops::ConvGeometry& g, const T* in, Tensor<T>& y) {
     bn_.set_affine_from_running();
@@ -228,8 +235,14 @@ class ConvBN {
   }
 
   // The backward needs Z, which the folded forward never wrote and a backward without the
-  // dz prologue leaves as dz.
+  // dz prologue leaves as dz: it is computed again from the cached input (and the current
+  // weights). After a batch-statistics forward, through the same epilogue, so that Z comes
+  // out bit for bit as that forward wrote it (its sums are not used).
   void recompute_z(const ops::ConvGeometry& g) {
+    if (bn_.used_batch_) {
+      conv_with_stats(g, ops::plan_forward<T>(g), conv_.cached_x());
+      return;
+    }
     detail::ensure_shape(bn_.z_, g.out_shape());
     conv_.run_forward(g, conv_.cached_x(), bn_.z_.data());
     z_valid_ = true;
