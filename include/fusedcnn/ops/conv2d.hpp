@@ -14,7 +14,6 @@
 
 #include <algorithm>
 #include <array>
-#include <cassert>
 #include <cstddef>
 #include <cstring>
 #include <type_traits>
