@@ -405,3 +405,41 @@ TEMPLATE_TEST_CASE("Conv2D Winograd family: 3x3 stride-1 layers of many channels
   CHECK(data_by_winograd >= 6);
   CHECK(weights_by_winograd >= 6);
 }
+
+TEMPLATE_TEST_CASE("Conv2D Winograd family with the weights transformed panel by panel",
+                   "[conv2d][families][winograd]", float, double) {
+  // Many channels over few tiles: the forward transforms the weights one panel of output
+  // channels and one block of input channels at a time as the point GEMMs use them, and adds
+  // the blocks' products up. Two blocks of input channels (150, 256, 300, 384), a narrow last
+  // panel (200, 100, 72, 130), tiles in one chunk and in two (chunks across images), odd
+  // heights and widths, asymmetric padding. Which shapes take this path depends on the type
+  // and on the build's tile; on AVX-512 there are three or more of each type, with two chunks
+  // in at least one.
+  struct Case {
+    std::size_t n, h, w, c, k;
+    fusedcnn::Padding pad;
+  };
+  const Case cases[] = {{8, 8, 5, 384, 72, fusedcnn::Padding::same()},
+                        {3, 6, 6, 150, 200, fusedcnn::Padding::same()},
+                        {3, 7, 9, 300, 100, {1, 0, 1, 1}},
+                        {2, 11, 12, 256, 72, fusedcnn::Padding::same()},
+                        {4, 13, 7, 160, 100, fusedcnn::Padding::same()},
+                        {2, 10, 10, 256, 130, fusedcnn::Padding::same()}};
+  std::mt19937_64 rng(sizeof(TestType) == 4 ? 63 : 64);
+  std::size_t by_panels = 0, chunked = 0;
+  for (const Case& s : cases) {
+    fusedcnn::Conv2DOptions o;
+    o.kernel = {3, 3};
+    o.padding = s.pad;
+    const auto g = fusedcnn::ops::make_geometry({s.n, s.h, s.w, s.c}, s.k, o);
+    const fusedcnn::ops::ConvPlan plan = fusedcnn::ops::plan_forward<TestType>(g);
+    by_panels += plan.winograd_panels;
+    chunked += plan.winograd_panels && plan.chunks > 1;
+    check_against_reference<TestType>({s.n, s.h, s.w, s.c, s.k, o}, rng);
+  }
+  CHECK(by_panels >= 1);
+  if (fusedcnn::kernels::lanes<TestType> * sizeof(TestType) == 64) {
+    CHECK(by_panels >= 3);
+    CHECK(chunked >= 1);
+  }
+}

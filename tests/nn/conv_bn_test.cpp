@@ -243,6 +243,26 @@ TEMPLATE_TEST_CASE("ConvBN statistics from the Winograd family's chunks equal th
   }
 }
 
+TEMPLATE_TEST_CASE("ConvBN statistics from the panel-by-panel Winograd equal the chain's",
+                   "[conv_bn][winograd]", float, double) {
+  // Many channels over few tiles run the forward as F(2x2, 3x3) with the weights transformed
+  // panel by panel: each panel of a chunk reaches the epilogues as one tile of the chunk's
+  // rows and the panel's channels. Every mode, with and without ReLU; one chunk and two.
+  std::mt19937_64 rng(sizeof(TestType) == 4 ? 77 : 78);
+  const auto same = fusedcnn::Padding::same();
+  const UnitShape shapes[] = {{3, 6, 6, 150, 200, {.kernel = {3, 3}, .padding = same}},
+                              {8, 8, 5, 384, 72, {.kernel = {3, 3}, .padding = same}},
+                              {2, 11, 12, 256, 72, {.kernel = {3, 3}, .padding = same}},
+                              {2, 10, 10, 256, 130, {.kernel = {3, 3}, .padding = same}}};
+  std::size_t by_panels = 0;
+  for (const UnitShape& s : shapes) {
+    const auto g = fusedcnn::ops::make_geometry({s.n, s.h, s.w, s.c}, s.k, s.o);
+    by_panels += fusedcnn::ops::plan_forward<TestType>(g).winograd_panels;
+    check_modes<TestType>(s, false, rng);
+  }
+  CHECK(by_panels >= 1);
+}
+
 TEMPLATE_TEST_CASE("ConvBN forms dz where the row kernels read it, as the chain's dz",
                    "[conv_bn][rows]", float, double) {
   // Few-channel layers run both gradients through the row kernels, which read dz in planar
@@ -275,13 +295,14 @@ TEMPLATE_TEST_CASE("ConvBN forms dz where the row kernels read it, as the chain'
 TEMPLATE_TEST_CASE("ConvBN backward again without a forward gives the same dx, gradients add up",
                    "[conv_bn]", float, double) {
   // Most backwards write dz over the saved Z (its last reader): a second backward after the
-  // same forward must compute Z anew. Shapes for the igemm, strip, Winograd, 1x1 and row
-  // families, every mode, with and without ReLU.
+  // same forward must compute Z anew. Shapes for the igemm, strip, Winograd (both ways of
+  // transforming the weights), 1x1 and row families, every mode, with and without ReLU.
   std::mt19937_64 rng(sizeof(TestType) == 4 ? 81 : 82);
   const auto same = fusedcnn::Padding::same();
   const UnitShape shapes[] = {{2, 9, 11, 24, 40, {.kernel = {3, 3}, .padding = same}},
                               {2, 20, 37, 16, 16, {.kernel = {3, 3}, .padding = same}},
                               {2, 16, 18, 64, 64, {.kernel = {3, 3}, .padding = same}},
+                              {2, 10, 10, 256, 130, {.kernel = {3, 3}, .padding = same}},
                               {3, 7, 9, 48, 72, {.kernel = {1, 1}}},
                               {2, 13, 21, 2, 2, {.kernel = {3, 3}, .padding = same}}};
   for (const UnitShape& s : shapes)

@@ -61,7 +61,8 @@ TEST_CASE("every op gives the same bits with 1, 2 and 3 threads", "[threads][det
   // The Winograd family, igemm with many chunks, a pointwise GEMM, depthwise, the row family,
   // grouped, the strips and transposed weight-gradient tiles, the 8-channel row tile, and many
   // output channels on few pixels (column blocks and output-channel parts as work items), and
-  // few output channels on many input channels (the dot tile). Each is above the size under which
+  // few output channels on many input channels (the dot tile), and the Winograd family with
+  // its weights transformed panel by panel (two chunks). Each is above the size under which
   // layers run on one thread (detail::serial_work_limit), so that every pass really is split.
   const support::ConvCase cases[] = {
       conv_case(2, 40, 32, 48, 3, 1), conv_case(2, 30, 32, 48, 5, 1),
@@ -69,7 +70,7 @@ TEST_CASE("every op gives the same bits with 1, 2 and 3 threads", "[threads][det
       conv_case(2, 64, 16, 16, 3, 16), conv_case(2, 150, 2, 2, 3, 1),
       conv_case(3, 60, 6, 9, 3, 3),    conv_case(2, 30, 16, 16, 3, 1),
       conv_case(2, 48, 8, 8, 3, 1),    conv_case(2, 5, 96, 200, 3, 1),
-      conv_case(3, 24, 40, 6, 3, 1)};
+      conv_case(3, 24, 40, 6, 3, 1),   {8, 8, 5, 384, 72, conv_case(1, 1, 1, 1, 3, 1).opts}};
   for (const auto& cc : cases)
     REQUIRE_FALSE(fusedcnn::ops::make_geometry({cc.n, cc.h, cc.w, cc.c}, cc.k, cc.opts).serial());
   for (const auto& cc : cases) {

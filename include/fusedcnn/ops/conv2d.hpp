@@ -84,6 +84,7 @@ ConvPlan plan_forward(const ConvGeometry& g) noexcept {
   if (use_strips<T>(g)) return plan_strips(g.pixels(), g.wo);
   if (use_dot<T>(g)) return plan_dot<T>(g);
   if (use_winograd<T>(g)) return plan_winograd<T>(winograd_forward_shape(g));
+  if (use_winograd_panels<T>(g)) return plan_winograd_panels<T>(winograd_forward_shape(g));
   return plan_igemm<T>(g.pixels(), g.kg(), g.groups, g.taps() * g.cg());
 }
 

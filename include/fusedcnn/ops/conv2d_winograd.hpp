@@ -10,12 +10,17 @@
 // writes M[xi][tile][k], and the output transform writes the chunk's pixels, whole rows, to a
 // row-major tile that goes to the epilogue at once: bias, BN and statistics epilogues see
 // exactly what the direct families give them. The weights are transformed on every call
-// (they may have changed), panel by panel over the threads. The weight gradient runs on
-// the same tiles (winograd_backward_weights).
+// (they may have changed), panel by panel over the threads. Where they are too many for
+// that (many channels over few tiles, like ResNet's 7x7, 512 -> 512), the panel-by-panel
+// driver transforms each panel's weights as its point GEMMs use them and never writes them
+// out whole (winograd_panel_driver). The weight gradient runs on the same tiles
+// (winograd_backward_weights).
 #pragma once
 
 #include <algorithm>
+#include <cmath>
 #include <cstddef>
+#include <utility>
 
 #include "fusedcnn/core/threading.hpp"
 #include "fusedcnn/kernels/epilogues.hpp"
@@ -82,6 +87,47 @@ bool use_winograd_for_data(const ConvGeometry& g) noexcept {
   return winograd_geometry(g) && winograd_pays(winograd_data_shape(g));
 }
 
+// Tiles at most in one chunk of the panel-by-panel Winograd (plan_winograd_panels): their
+// transformed values, 16 c a tile, within 2 MiB, up to 128 tiles. Each thread reads them all
+// for each of its panels, so beyond that they come from the L3 (7x7, 512 -> 512, 4 x 9x9
+// in chunks of 50 tiles: 0.9x the time of one chunk of 100; 256 -> 256, 8 x 7x7 in chunks
+// of 64 tiles: 1.15x the time of one chunk of 128).
+template <class T>
+constexpr std::size_t winograd_panel_tiles(std::size_t c) noexcept {
+  const std::size_t per_tile = kernels::winograd::points * c * sizeof(T);
+  return std::clamp<std::size_t>((std::size_t{2} << 20) / per_tile, 1, 128);
+}
+
+// Whether F(2x2, 3x3) pays with the weights transformed panel by panel as the point GEMMs
+// use them (winograd_panel_driver), never written out whole: for many channels over few
+// tiles, where writing and reading 16 C K transformed weights costs more than it saves.
+// Costs as in winograd_pays, but the weights cost about 300 a channel pair for each chunk
+// of tiles, the price of reading them from memory with a stride of K. (Measured, float,
+// 1 thread, 7x7, 512 -> 512: 4 images 0.84 of the direct time, 8 images 0.86, 1 image
+// 1.0-1.1.)
+template <class T>
+bool winograd_panels_pay(const WinogradShape& s) noexcept {
+  if (s.ho == 0 || s.wo == 0 || s.c < 8 || s.k < 8) return false;
+  const double pairs = static_cast<double>(s.c) * static_cast<double>(s.k);
+  const double tiles = static_cast<double>(s.tiles());
+  const double chunks = std::ceil(tiles / static_cast<double>(winograd_panel_tiles<T>(s.c)));
+  const double direct = 9.0 * static_cast<double>(s.n * s.ho * s.wo) * pairs;
+  const double wino = 16.0 * tiles * (1.15 * pairs + 3.0 * static_cast<double>(s.c + s.k)) +
+                      300.0 * chunks * pairs;
+  return wino < 0.85 * direct;
+}
+
+// Whether the panel-by-panel Winograd runs the forward of g: where the Winograd family's
+// own choice does not pay, and its transformed weights would not fit in the L2 (beside
+// weights that stay in the caches, the direct families keep their lead).
+template <class T>
+bool use_winograd_panels(const ConvGeometry& g) noexcept {
+  const WinogradShape s = winograd_forward_shape(g);
+  const std::size_t nr = kernels::pick_tile<T>(s.k).nr, kp = (s.k + nr - 1) / nr * nr;
+  const bool large = kernels::winograd::points * s.c * kp * sizeof(T) > (std::size_t{2} << 20);
+  return winograd_geometry(g) && large && !winograd_pays(s) && winograd_panels_pay<T>(s);
+}
+
 namespace detail {
 // Tile rows a chunk of `rc` output rows can hold: rc / 2, and one more for each image
 // boundary inside it (an image with an odd number of rows ends on a one-row tile row).
@@ -129,6 +175,25 @@ ConvPlan plan_winograd(const WinogradShape& s) noexcept {
   return p;
 }
 
+// The panel-by-panel Winograd plan: chunks of whole tile rows, at most winograd_panel_tiles
+// tiles each and as even as they come; the threads share each chunk's panels of output
+// channels.
+template <class T>
+ConvPlan plan_winograd_panels(const WinogradShape& s) noexcept {
+  ConvPlan p;
+  p.by_winograd = true;
+  p.winograd_panels = true;
+  p.tile = kernels::pick_tile<T>(s.k);
+  p.rows = s.n * s.ho * s.wo;
+  const std::size_t tw = (s.wo + 1) / 2, out_rows = s.n * s.ho;
+  const std::size_t tile_rows = (out_rows + 1) / 2;
+  const std::size_t per_chunk = std::max<std::size_t>(1, winograd_panel_tiles<T>(s.c) / tw);
+  const std::size_t chunks = (tile_rows + per_chunk - 1) / per_chunk;
+  p.chunk_rows = 2 * ((tile_rows + chunks - 1) / chunks) * s.wo;
+  p.chunks = (p.rows + p.chunk_rows - 1) / p.chunk_rows;
+  return p;
+}
+
 namespace detail {
 // Where the point GEMMs' tiles go: MR rows of M (all of them: rows past the chunk's tiles
 // repeat a valid tile and land in M's spare rows), NR-wide columns from k0.
@@ -146,6 +211,28 @@ struct WinogradSink {
   }
   void operator()(const T* tile, std::size_t m_rows, std::size_t) const noexcept {
     for (std::size_t i = 0; i < m_rows; ++i) std::copy_n(tile + i * NR, NR, m + (t0 + i) * ld + k0);
+  }
+};
+
+// The same, added to what M holds: the point GEMMs of a later block of input channels.
+template <class T, std::size_t NR>
+struct WinogradAddSink {
+  T* m;
+  std::size_t ld, t0, k0;
+
+  template <class V, std::size_t MR, std::size_t NV>
+  void registers(const typename V::R (&acc)[MR][NV], std::size_t, std::size_t) const noexcept {
+#pragma GCC unroll 32
+    for (std::size_t i = 0; i < MR; ++i)
+#pragma GCC unroll 4
+      for (std::size_t v = 0; v < NV; ++v) {
+        T* p = m + (t0 + i) * ld + k0 + v * V::lanes;
+        V::store(p, V::add(V::load(p), acc[i][v]));
+      }
+  }
+  void operator()(const T* tile, std::size_t m_rows, std::size_t) const noexcept {
+    for (std::size_t i = 0; i < m_rows; ++i)
+      for (std::size_t j = 0; j < NR; ++j) m[(t0 + i) * ld + k0 + j] += tile[i * NR + j];
   }
 };
 
@@ -170,21 +257,29 @@ constexpr std::size_t point_stride(std::size_t n) noexcept {
   return whole_lines<T>(n) + 64 / sizeof(T);
 }
 
-// Panel q of the forward's transformed weights U[xi][q][c][NR] (panels of `panels`): output
-// channels q*NR.. of the HWIO weights, times scale[k] when given, zero past the last one.
+// Input channels [c0, c0 + len) of panel q of the forward's transformed weights: output
+// channels q*NR.. of the HWIO weights, times scale[k] when given, zero past the last one;
+// channel c0 + i of point xi goes to u + xi * ld_point + i * NR.
 template <class T, std::size_t NR>
-void winograd_forward_panel(const ConvGeometry& g, const T* w, const T* scale, std::size_t q,
-                            std::size_t panels, T* u) {
+void winograd_forward_block(const ConvGeometry& g, const T* w, const T* scale, std::size_t q,
+                            std::size_t c0, std::size_t len, T* u, std::size_t ld_point) {
   using V = kernels::RowVec<T>;
   const std::size_t C = g.c, K = g.k, k0 = q * NR, n = std::min(NR, K - k0);
   const T one = T{1};
-  for (std::size_t c = 0; c < C; ++c)
+  for (std::size_t i = 0; i < len; ++i)
     for (std::size_t j = 0; j < NR; j += V::lanes) {
       const auto mask = V::first(j < n ? n - j : 0);
       const typename V::R sv = scale ? V::load(mask, scale + k0 + j) : V::bcast(&one);
-      kernels::winograd::weight_tile<V>(w + c * K + k0 + j, C * K, mask, sv,
-                                        u + (q * C + c) * NR + j, panels * C * NR);
+      kernels::winograd::weight_tile<V>(w + (c0 + i) * K + k0 + j, C * K, mask, sv,
+                                        u + i * NR + j, ld_point);
     }
+}
+
+// Panel q of the forward's transformed weights U[xi][q][c][NR] (panels of `panels`).
+template <class T, std::size_t NR>
+void winograd_forward_panel(const ConvGeometry& g, const T* w, const T* scale, std::size_t q,
+                            std::size_t panels, T* u) {
+  winograd_forward_block<T, NR>(g, w, scale, q, 0, g.c, u + q * g.c * NR, panels * g.c * NR);
 }
 
 // Panel q of the data gradient's transformed weights: input channels q*NR.. (the columns)
@@ -319,6 +414,108 @@ void winograd_driver(const WinogradShape& s, const ConvPlan& plan, const T* x,
     epi(kernels::TileInfo<T>{out, KP, (r1 - r0) * wo, K, r0 * wo, 0, chunk, r0 * wo});
   });
 }
+// Input channels in one block of the panel-by-panel driver: its transformed weights, 16 x
+// NR values a channel, within 256 KiB, so they stay in the L2 beside the chunk's tiles
+// (7x7, 512 -> 512 in blocks of 128 channels: 0.95x the time of one block of 512).
+template <class T, std::size_t NR>
+constexpr std::size_t winograd_panel_block(std::size_t c) noexcept {
+  const std::size_t most = std::max<std::size_t>(
+      1, (std::size_t{256} << 10) / (kernels::winograd::points * NR * sizeof(T)));
+  const std::size_t blocks = (c + most - 1) / most;
+  return (c + blocks - 1) / blocks;
+}
+
+// The first output row of tile row `idx` of output rows [r0, r1) of s, and its height.
+inline std::pair<std::size_t, std::size_t> nth_tile_row(const WinogradShape& s, std::size_t r0,
+                                                        std::size_t r1, std::size_t idx) {
+  std::pair<std::size_t, std::size_t> at{r1, 0};
+  for_each_tile_row(s, r0, r1, [&](std::size_t r, std::size_t rows, std::size_t i) {
+    if (i == idx) at = {r, rows};
+  });
+  return at;
+}
+
+// Runs the correlation s of x by the Winograd family, the weights transformed panel by panel
+// as the point GEMMs use them: for weights too many to transform ahead (use_winograd_panels).
+// Chunk by chunk, the tiles are transformed into V[xi][tile][c] (shared by the threads);
+// the threads then share the chunk's panels of NR output channels. For its panel, a thread
+// transforms blocks of input channels in turn, transform(q, c0, len, u, ld_point) writing
+// U[xi][c][NR] for channels [c0, c0 + len), and adds their point GEMMs into its M[xi][tile]
+// [NR]; the output transform then writes the panel's channels of the chunk's rows, which go
+// to epi(TileInfo) as one tile.
+template <class T, std::size_t MR, std::size_t NR, class Transform, class Epi>
+void winograd_panel_driver(const WinogradShape& s, const ConvPlan& plan, const T* x,
+                           ConvWorkspace<T>& ws, Transform&& transform, Epi& epi) {
+  using V = kernels::RowVec<T>;
+  constexpr std::size_t XI = kernels::winograd::points, L = V::lanes;
+  const std::size_t C = s.c, K = s.k, wo = s.wo;
+  const std::size_t rc = plan.chunk_rows / wo, tw = (wo + 1) / 2, out_rows = s.n * s.ho;
+  const std::size_t P = (K + NR - 1) / NR, cb = winograd_panel_block<T, NR>(C);
+  const std::size_t tmax = (winograd_tile_rows(s, rc) * tw + MR - 1) / MR * MR;
+  const std::size_t vp = point_stride<T>(tmax * C);
+  const std::size_t up = point_stride<T>(cb * NR), mp = point_stride<T>(tmax * NR);
+  T* vbuf = ensure_len(ws.transformed, XI * vp);
+  const ThreadScratch<T> scratch(ws.tile_scratch, XI * (up + mp) + rc * wo * NR);
+  ws.rows.resize(XI * tmax);
+  const T** rows = ws.rows.data();
+  for (std::size_t chunk = 0; chunk < plan.chunks; ++chunk) {
+    const std::size_t r0 = chunk * rc, r1 = std::min(out_rows, r0 + rc);
+    std::size_t trows = 0;
+    for_each_tile_row(s, r0, r1, [&](std::size_t, std::size_t, std::size_t) { ++trows; });
+    ::fusedcnn::detail::parallel_for(trows, [&](std::size_t idx) {
+      transform_input_row(s, x, nth_tile_row(s, r0, r1, idx).first, vbuf + idx * tw * C, vp);
+    });
+    const std::size_t nt = trows * tw;
+    for (std::size_t xi = 0; xi < XI; ++xi)
+      for (std::size_t t = 0; t < tmax; ++t)
+        rows[xi * tmax + t] = vbuf + xi * vp + std::min(t, nt - 1) * C;
+    // Point GEMMs of MT tiles: MR - 1 where that leaves fewer rows to compute in vain
+    // (64 tiles: 65 rows, not 70; 0.95x the time)
+    auto gemms = [&]<std::size_t MT>(std::size_t q, std::size_t len, std::size_t c0,
+                                     const T* u, T* m) {
+      const std::size_t n = std::min(NR, K - q * NR);
+      for (std::size_t xi = 0; xi < XI; ++xi)
+        for (std::size_t t0 = 0; t0 < nt; t0 += MT) {
+          const T* const* r = rows + xi * tmax + t0;
+          if (c0 == 0)
+            kernels::igemm<T, MT, NR>(1, len, r, u + xi * up, 0, MT, n,
+                                      WinogradSink<T, NR>{m + xi * mp, NR, t0, 0});
+          else
+            kernels::igemm<T, MT, NR>(1, len, r, u + xi * up, c0, MT, n,
+                                      WinogradAddSink<T, NR>{m + xi * mp, NR, t0, 0});
+        }
+    };
+    constexpr std::size_t MS = MR > 1 ? MR - 1 : MR;
+    const bool smaller = (nt + MS - 1) / MS * MS < (nt + MR - 1) / MR * MR;
+    ::fusedcnn::detail::parallel_for(P, [&](std::size_t q) {
+      T* u = scratch.mine();
+      T* m = u + XI * up;
+      T* out = m + XI * mp;
+      const std::size_t n = std::min(NR, K - q * NR);
+      for (std::size_t c0 = 0; c0 < C; c0 += cb) {
+        const std::size_t len = std::min(cb, C - c0);
+        transform(q, c0, len, u, up);
+        if (smaller)
+          gemms.template operator()<MS>(q, len, c0, u, m);
+        else
+          gemms.template operator()<MR>(q, len, c0, u, m);
+      }
+      for_each_tile_row(s, r0, r1, [&](std::size_t r, std::size_t nr, std::size_t idx) {
+        for (std::size_t t = 0; t < tw; ++t) {
+          T* top = out + ((r - r0) * wo + 2 * t) * NR;
+          T* const dst[2] = {top, nr == 2 ? top + wo * NR : nullptr};
+          const std::size_t cols = std::min<std::size_t>(2, wo - 2 * t);
+          for (std::size_t k = 0; k < n; k += L) {
+            T* const dk[2] = {dst[0] + k, dst[1] ? dst[1] + k : nullptr};
+            kernels::winograd::output_tile<V>(m + (idx * tw + t) * NR + k, mp, dk, cols, NR,
+                                              V::first(n - k));
+          }
+        }
+      });
+      epi(kernels::TileInfo<T>{out, NR, (r1 - r0) * wo, n, r0 * wo, q * NR, chunk, r0 * wo});
+    });
+  }
+}
 }  // namespace detail
 
 // Forward convolution of x by the Winograd family (ws.weights, ws.scale as
@@ -328,6 +525,13 @@ void winograd_forward(const ConvGeometry& g, const ConvPlan& plan, const T* x,
                       ConvWorkspace<T>& ws, Epi& epi) {
   kernels::with_tile<T>(plan.tile, [&]<std::size_t MR, std::size_t NR>() {
     const std::size_t panels = (g.k + NR - 1) / NR;
+    if (plan.winograd_panels) {
+      auto block = [&](std::size_t q, std::size_t c0, std::size_t len, T* u, std::size_t ld) {
+        detail::winograd_forward_block<T, NR>(g, ws.weights, ws.scale, q, c0, len, u, ld);
+      };
+      return detail::winograd_panel_driver<T, MR, NR>(winograd_forward_shape(g), plan, x, ws,
+                                                      block, epi);
+    }
     auto transform = [&](std::size_t q, T* u) {
       detail::winograd_forward_panel<T, NR>(g, ws.weights, ws.scale, q, panels, u);
     };

@@ -181,6 +181,7 @@ struct ConvPlan {
   bool by_strips = false;
   bool by_dot = false;
   bool by_winograd = false;
+  bool winograd_panels = false;  // Winograd, weights transformed panel by panel as they are used
   kernels::TileShape tile{};
   std::size_t row_nv = 0;
   std::size_t rows = 0;        // M: output pixels (forward) or input pixels (backward-data)
