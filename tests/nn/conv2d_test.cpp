@@ -408,9 +408,10 @@ TEMPLATE_TEST_CASE("Conv2D Winograd family: 3x3 stride-1 layers of many channels
 
 TEMPLATE_TEST_CASE("Conv2D Winograd family with the weights transformed panel by panel",
                    "[conv2d][families][winograd]", float, double) {
-  // Many channels over few tiles: the forward transforms the weights one panel of output
-  // channels and one block of input channels at a time as the point GEMMs use them, and adds
-  // the blocks' products up. Two blocks of input channels (150, 256, 300, 384), a narrow last
+  // Many channels over few tiles: the forward (and the data gradient, the correlation of dz
+  // with the turned weights) transforms the weights one panel of output channels and one
+  // block of input channels at a time as the point GEMMs use them, and adds the blocks'
+  // products up. Two blocks of input channels (150, 256, 300, 384), a narrow last
   // panel (200, 100, 72, 130), tiles in one chunk and in two (chunks across images), odd
   // heights and widths, asymmetric padding. Which shapes take this path depends on the type
   // and on the build's tile; on AVX-512 there are three or more of each type, with two chunks
@@ -426,7 +427,7 @@ TEMPLATE_TEST_CASE("Conv2D Winograd family with the weights transformed panel by
                         {4, 13, 7, 160, 100, fusedcnn::Padding::same()},
                         {2, 10, 10, 256, 130, fusedcnn::Padding::same()}};
   std::mt19937_64 rng(sizeof(TestType) == 4 ? 63 : 64);
-  std::size_t by_panels = 0, chunked = 0;
+  std::size_t by_panels = 0, chunked = 0, data_by_panels = 0;
   for (const Case& s : cases) {
     fusedcnn::Conv2DOptions o;
     o.kernel = {3, 3};
@@ -435,9 +436,11 @@ TEMPLATE_TEST_CASE("Conv2D Winograd family with the weights transformed panel by
     const fusedcnn::ops::ConvPlan plan = fusedcnn::ops::plan_forward<TestType>(g);
     by_panels += plan.winograd_panels;
     chunked += plan.winograd_panels && plan.chunks > 1;
+    data_by_panels += fusedcnn::ops::plan_backward_data<TestType>(g).winograd_panels;
     check_against_reference<TestType>({s.n, s.h, s.w, s.c, s.k, o}, rng);
   }
   CHECK(by_panels >= 1);
+  CHECK(data_by_panels >= 1);
   if (fusedcnn::kernels::lanes<TestType> * sizeof(TestType) == 64) {
     CHECK(by_panels >= 3);
     CHECK(chunked >= 1);

@@ -291,6 +291,8 @@ ConvPlan plan_backward_data(const ConvGeometry& g) noexcept {
   if (use_rows_for_data<T>(g)) return plan_rows<T>(g);
   if (use_strips_for_data<T>(g)) return plan_strips(g.in_pixels(), g.w);
   if (use_winograd_for_data<T>(g)) return plan_winograd<T>(winograd_data_shape(g));
+  if (use_winograd_panels_for_data<T>(g))
+    return plan_winograd_panels<T>(winograd_data_shape(g));
   return plan_igemm<T>(g.in_pixels(), g.cg(), g.groups, g.taps() * g.kg());
 }
 
