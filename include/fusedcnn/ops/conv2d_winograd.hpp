@@ -20,7 +20,6 @@
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
-#include <utility>
 
 #include "fusedcnn/core/threading.hpp"
 #include "fusedcnn/kernels/epilogues.hpp"
@@ -207,27 +206,10 @@ ConvPlan plan_winograd_panels(const WinogradShape& s) noexcept {
 
 namespace detail {
 // Where the point GEMMs' tiles go: MR rows of M (all of them: rows past the chunk's tiles
-// repeat a valid tile and land in M's spare rows), NR-wide columns from k0.
-template <class T, std::size_t NR>
+// repeat a valid tile and land in M's spare rows), NR-wide columns from k0; with Add, added
+// to what M holds (the point GEMMs of a later block of input channels).
+template <class T, std::size_t NR, bool Add = false>
 struct WinogradSink {
-  T* m;
-  std::size_t ld, t0, k0;
-
-  template <class V, std::size_t MR, std::size_t NV>
-  void registers(const typename V::R (&acc)[MR][NV], std::size_t, std::size_t) const noexcept {
-#pragma GCC unroll 32
-    for (std::size_t i = 0; i < MR; ++i)
-#pragma GCC unroll 4
-      for (std::size_t v = 0; v < NV; ++v) V::store(m + (t0 + i) * ld + k0 + v * V::lanes, acc[i][v]);
-  }
-  void operator()(const T* tile, std::size_t m_rows, std::size_t) const noexcept {
-    for (std::size_t i = 0; i < m_rows; ++i) std::copy_n(tile + i * NR, NR, m + (t0 + i) * ld + k0);
-  }
-};
-
-// The same, added to what M holds: the point GEMMs of a later block of input channels.
-template <class T, std::size_t NR>
-struct WinogradAddSink {
   T* m;
   std::size_t ld, t0, k0;
 
@@ -238,12 +220,15 @@ struct WinogradAddSink {
 #pragma GCC unroll 4
       for (std::size_t v = 0; v < NV; ++v) {
         T* p = m + (t0 + i) * ld + k0 + v * V::lanes;
-        V::store(p, V::add(V::load(p), acc[i][v]));
+        V::store(p, Add ? V::add(V::load(p), acc[i][v]) : acc[i][v]);
       }
   }
   void operator()(const T* tile, std::size_t m_rows, std::size_t) const noexcept {
     for (std::size_t i = 0; i < m_rows; ++i)
-      for (std::size_t j = 0; j < NR; ++j) m[(t0 + i) * ld + k0 + j] += tile[i * NR + j];
+      for (std::size_t j = 0; j < NR; ++j) {
+        T& e = m[(t0 + i) * ld + k0 + j];
+        e = Add ? e + tile[i * NR + j] : tile[i * NR + j];
+      }
   }
 };
 
@@ -445,12 +430,12 @@ constexpr std::size_t winograd_panel_block(std::size_t c) noexcept {
   return (c + blocks - 1) / blocks;
 }
 
-// The first output row of tile row `idx` of output rows [r0, r1) of s, and its height.
-inline std::pair<std::size_t, std::size_t> nth_tile_row(const WinogradShape& s, std::size_t r0,
-                                                        std::size_t r1, std::size_t idx) {
-  std::pair<std::size_t, std::size_t> at{r1, 0};
-  for_each_tile_row(s, r0, r1, [&](std::size_t r, std::size_t rows, std::size_t i) {
-    if (i == idx) at = {r, rows};
+// The first output row of tile row `idx` of output rows [r0, r1) of s.
+inline std::size_t nth_tile_row(const WinogradShape& s, std::size_t r0, std::size_t r1,
+                                std::size_t idx) {
+  std::size_t at = r1;
+  for_each_tile_row(s, r0, r1, [&](std::size_t r, std::size_t, std::size_t i) {
+    if (i == idx) at = r;
   });
   return at;
 }
@@ -483,7 +468,7 @@ void winograd_panel_driver(const WinogradShape& s, const ConvPlan& plan, const T
     std::size_t trows = 0;
     for_each_tile_row(s, r0, r1, [&](std::size_t, std::size_t, std::size_t) { ++trows; });
     ::fusedcnn::detail::parallel_for(trows, [&](std::size_t idx) {
-      transform_input_row(s, x, nth_tile_row(s, r0, r1, idx).first, vbuf + idx * tw * C, vp);
+      transform_input_row(s, x, nth_tile_row(s, r0, r1, idx), vbuf + idx * tw * C, vp);
     });
     const std::size_t nt = trows * tw;
     for (std::size_t xi = 0; xi < XI; ++xi)
@@ -498,11 +483,11 @@ void winograd_panel_driver(const WinogradShape& s, const ConvPlan& plan, const T
         for (std::size_t t0 = 0; t0 < nt; t0 += MT) {
           const T* const* r = rows + xi * tmax + t0;
           if (c0 == 0)
-            kernels::igemm<T, MT, NR>(1, len, r, u + xi * up, 0, MT, n,
+            kernels::igemm<T, MT, NR>(1, len, r, u + xi * up, c0, MT, n,
                                       WinogradSink<T, NR>{m + xi * mp, NR, t0, 0});
           else
             kernels::igemm<T, MT, NR>(1, len, r, u + xi * up, c0, MT, n,
-                                      WinogradAddSink<T, NR>{m + xi * mp, NR, t0, 0});
+                                      WinogradSink<T, NR, true>{m + xi * mp, NR, t0, 0});
         }
     };
     constexpr std::size_t MS = MR > 1 ? MR - 1 : MR;
