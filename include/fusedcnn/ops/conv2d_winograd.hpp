@@ -51,21 +51,25 @@ inline WinogradShape winograd_data_shape(const ConvGeometry& g) noexcept {
 }
 
 // Whether the Winograd family runs a correlation of shape s (the planners ask the
-// small-channel families first): the saved multiply-adds pay for the transforms. Costs per
+// small-channel families first): the saved multiply-adds pay for the transforms, weights
+// costing weight_cost a channel pair (winograd_saves). Costs per
 // (input, output) channel pair, in multiply-adds: the direct convolution does 9 per output
 // pixel; F(2x2, 3x3) does 16 per 2x2 tile, its GEMMs of depth c running at about 1/1.15 the
 // direct one's speed, plus about 3 per transformed value of each tile (16 (c + k) of them)
 // and 40 per transformed weight (16, read and written once per call, usually from memory).
 // (Measured, float, 1 thread: 8 x 7x7, 512 -> 512 channels breaks even and is left to the
 // igemm; 2 x 14x14, 256 -> 256 runs in 0.69 of the direct time, 4 x 56x56, 64 -> 64 in 0.6.)
-inline bool winograd_pays(const WinogradShape& s) noexcept {
+inline bool winograd_saves(const WinogradShape& s, double weight_cost) noexcept {
   if (s.ho == 0 || s.wo == 0 || s.c < 8 || s.k < 8) return false;
   const double pairs = static_cast<double>(s.c) * static_cast<double>(s.k);
   const double tiles = static_cast<double>(s.tiles());
   const double direct = 9.0 * static_cast<double>(s.n * s.ho * s.wo) * pairs;
   const double wino = 16.0 * tiles * (1.15 * pairs + 3.0 * static_cast<double>(s.c + s.k)) +
-                      16.0 * 40.0 * pairs;
+                      weight_cost * pairs;
   return wino < 0.85 * direct;
+}
+inline bool winograd_pays(const WinogradShape& s) noexcept {
+  return winograd_saves(s, 16.0 * 40.0);
 }
 
 // The convolutions the family can run: 3x3, stride 1, undilated, ungrouped.
@@ -84,6 +88,14 @@ bool use_winograd(const ConvGeometry& g) noexcept {
 template <class T>
 bool use_winograd_for_data(const ConvGeometry& g) noexcept {
   return winograd_geometry(g) && winograd_pays(winograd_data_shape(g));
+}
+
+// Whether the forward's transformed weights of s, 16 C K values (K in whole tile panels),
+// pass the L2's 2 MiB, so that they come from memory wherever they are read.
+template <class T>
+bool winograd_weights_spill(const WinogradShape& s) noexcept {
+  const std::size_t nr = kernels::pick_tile<T>(s.k).nr, kp = (s.k + nr - 1) / nr * nr;
+  return kernels::winograd::points * s.c * kp * sizeof(T) > (std::size_t{2} << 20);
 }
 
 // Tiles at most in one chunk of the panel-by-panel Winograd (plan_winograd_panels): their
@@ -106,14 +118,9 @@ constexpr std::size_t winograd_panel_tiles(std::size_t c) noexcept {
 // 1.0-1.1.)
 template <class T>
 bool winograd_panels_pay(const WinogradShape& s) noexcept {
-  if (s.ho == 0 || s.wo == 0 || s.c < 8 || s.k < 8) return false;
-  const double pairs = static_cast<double>(s.c) * static_cast<double>(s.k);
   const double tiles = static_cast<double>(s.tiles());
   const double chunks = std::ceil(tiles / static_cast<double>(winograd_panel_tiles<T>(s.c)));
-  const double direct = 9.0 * static_cast<double>(s.n * s.ho * s.wo) * pairs;
-  const double wino = 16.0 * tiles * (1.15 * pairs + 3.0 * static_cast<double>(s.c + s.k)) +
-                      300.0 * chunks * pairs;
-  return wino < 0.85 * direct;
+  return winograd_saves(s, 300.0 * chunks);
 }
 
 // Whether the panel-by-panel Winograd runs the correlation s: where the Winograd family's
@@ -121,9 +128,7 @@ bool winograd_panels_pay(const WinogradShape& s) noexcept {
 // weights that stay in the caches, the direct families keep their lead).
 template <class T>
 bool winograd_panels_fit(const WinogradShape& s) noexcept {
-  const std::size_t nr = kernels::pick_tile<T>(s.k).nr, kp = (s.k + nr - 1) / nr * nr;
-  const bool large = kernels::winograd::points * s.c * kp * sizeof(T) > (std::size_t{2} << 20);
-  return large && !winograd_pays(s) && winograd_panels_pay<T>(s);
+  return winograd_weights_spill<T>(s) && !winograd_pays(s) && winograd_panels_pay<T>(s);
 }
 
 // Whether it runs the forward of g.
@@ -163,7 +168,7 @@ ConvPlan plan_winograd(const WinogradShape& s) noexcept {
   const std::size_t tw = (s.wo + 1) / 2, out_rows = s.n * s.ho, mr = p.tile.mr, nr = p.tile.nr;
   const std::size_t kp = (s.k + nr - 1) / nr * nr, mib = std::size_t{1} << 20;
   const std::size_t per_tile = kernels::winograd::points * (s.c + kp) * sizeof(T);
-  const bool streamed = kernels::winograd::points * s.c * kp * sizeof(T) > 2 * mib;
+  const bool streamed = winograd_weights_spill<T>(s);
   const std::size_t most = streamed ? 128 : std::clamp<std::size_t>(mib / per_tile, 1, 64);
   const std::size_t least_chunks = streamed ? 2 : 8;
   std::size_t best = 1;
@@ -346,14 +351,34 @@ void transform_input_row(const WinogradShape& s, const T* x, std::size_t r, T* v
   }
 }
 
+// A^T M A for the tiles of output rows [r0, r1) of s, `n` channels: tile t's point xi at
+// m + xi * ld_point + t * ld, output pixel p of the rows at out + p * ld.
+template <class T>
+void transform_output_rows(const WinogradShape& s, std::size_t r0, std::size_t r1, const T* m,
+                           std::size_t ld_point, std::size_t ld, std::size_t n, T* out) {
+  using V = kernels::RowVec<T>;
+  const std::size_t wo = s.wo, tw = (wo + 1) / 2;
+  for_each_tile_row(s, r0, r1, [&](std::size_t r, std::size_t nr, std::size_t idx) {
+    for (std::size_t t = 0; t < tw; ++t) {
+      const T* mt = m + (idx * tw + t) * ld;
+      T* top = out + ((r - r0) * wo + 2 * t) * ld;
+      T* const dst[2] = {top, nr == 2 ? top + wo * ld : nullptr};
+      const std::size_t cols = std::min<std::size_t>(2, wo - 2 * t);
+      for (std::size_t k = 0; k < n; k += V::lanes) {
+        T* const dk[2] = {dst[0] + k, dst[1] ? dst[1] + k : nullptr};
+        kernels::winograd::output_tile<V>(mt + k, ld_point, dk, cols, ld, V::first(n - k));
+      }
+    }
+  });
+}
+
 // Runs the correlation s of x by the Winograd family: transform(q, u) writes panel q of the
 // transformed weights U[xi][q][c][NR] (any thread, panels in parallel); every chunk's output
 // goes to epi(TileInfo) as one row-major tile of whole rows.
 template <class T, std::size_t MR, std::size_t NR, class Transform, class Epi>
 void winograd_driver(const WinogradShape& s, const ConvPlan& plan, const T* x,
                      ConvWorkspace<T>& ws, Transform&& transform, Epi& epi) {
-  using V = kernels::RowVec<T>;
-  constexpr std::size_t XI = kernels::winograd::points, L = V::lanes;
+  constexpr std::size_t XI = kernels::winograd::points;
   const std::size_t C = s.c, K = s.k, wo = s.wo;
   const std::size_t rc = plan.chunk_rows / wo, tw = (wo + 1) / 2, out_rows = s.n * s.ho;
   const std::size_t P = (K + NR - 1) / NR, KP = P * NR;
@@ -404,18 +429,7 @@ void winograd_driver(const WinogradShape& s, const ConvPlan& plan, const T* x,
       point_gemms.template operator()<true>();
     else
       point_gemms.template operator()<false>();
-    for_each_tile_row(s, r0, r1, [&](std::size_t r, std::size_t nr, std::size_t idx) {
-      for (std::size_t t = 0; t < tw; ++t) {
-        const T* m = mbuf + (idx * tw + t) * KP;
-        T* top = out + ((r - r0) * wo + 2 * t) * KP;
-        T* const dst[2] = {top, nr == 2 ? top + wo * KP : nullptr};
-        const std::size_t cols = std::min<std::size_t>(2, wo - 2 * t);
-        for (std::size_t k = 0; k < K; k += L) {
-          T* const dk[2] = {dst[0] + k, dst[1] ? dst[1] + k : nullptr};
-          kernels::winograd::output_tile<V>(m + k, mp, dk, cols, KP, V::first(K - k));
-        }
-      }
-    });
+    transform_output_rows(s, r0, r1, mbuf, mp, KP, K, out);
     epi(kernels::TileInfo<T>{out, KP, (r1 - r0) * wo, K, r0 * wo, 0, chunk, r0 * wo});
   });
 }
@@ -451,8 +465,7 @@ inline std::size_t nth_tile_row(const WinogradShape& s, std::size_t r0, std::siz
 template <class T, std::size_t MR, std::size_t NR, class Transform, class Epi>
 void winograd_panel_driver(const WinogradShape& s, const ConvPlan& plan, const T* x,
                            ConvWorkspace<T>& ws, Transform&& transform, Epi& epi) {
-  using V = kernels::RowVec<T>;
-  constexpr std::size_t XI = kernels::winograd::points, L = V::lanes;
+  constexpr std::size_t XI = kernels::winograd::points;
   const std::size_t C = s.c, K = s.k, wo = s.wo;
   const std::size_t rc = plan.chunk_rows / wo, tw = (wo + 1) / 2, out_rows = s.n * s.ho;
   const std::size_t P = (K + NR - 1) / NR, cb = winograd_panel_block<T, NR>(C);
@@ -505,18 +518,7 @@ void winograd_panel_driver(const WinogradShape& s, const ConvPlan& plan, const T
         else
           gemms.template operator()<MR>(q, len, c0, u, m);
       }
-      for_each_tile_row(s, r0, r1, [&](std::size_t r, std::size_t nr, std::size_t idx) {
-        for (std::size_t t = 0; t < tw; ++t) {
-          T* top = out + ((r - r0) * wo + 2 * t) * NR;
-          T* const dst[2] = {top, nr == 2 ? top + wo * NR : nullptr};
-          const std::size_t cols = std::min<std::size_t>(2, wo - 2 * t);
-          for (std::size_t k = 0; k < n; k += L) {
-            T* const dk[2] = {dst[0] + k, dst[1] ? dst[1] + k : nullptr};
-            kernels::winograd::output_tile<V>(m + (idx * tw + t) * NR + k, mp, dk, cols, NR,
-                                              V::first(n - k));
-          }
-        }
-      });
+      transform_output_rows(s, r0, r1, m, mp, NR, n, out);
       epi(kernels::TileInfo<T>{out, NR, (r1 - r0) * wo, n, r0 * wo, q * NR, chunk, r0 * wo});
     });
   }
